@@ -1,0 +1,105 @@
+"""Per-client, per-endpoint limits: profiles, sliding window, headers, and peak statistics."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from connector_core.simulator.config import PRODUCTION_LIMITS_PER_MINUTE, SANDBOX_LIMITS_PER_MINUTE
+
+from .helpers import TAXPAYER_2, login, make_client
+
+FORM = {"client_id": "demo-taxpayer", "client_secret": "demo-taxpayer-secret", "grant_type": "client_credentials"}
+
+
+def test_production_profile_is_lhdns_table():
+    client = make_client(rate_limits={"profile": "production"})
+    limits = client.get("/_simulator/stats").json()["limits"]
+    assert limits == PRODUCTION_LIMITS_PER_MINUTE
+    assert limits["login"] == 12 and limits["submit"] == 100 and limits["get_submission"] == 300
+    assert limits["get_document_details"] == 125 and limits["search"] == 12 and limits["qr"] == 60
+
+
+def test_sandbox_profile_is_half_of_production_and_off_has_no_limits():
+    sandbox = make_client(rate_limits={"profile": "sandbox"}).get("/_simulator/stats").json()["limits"]
+    assert sandbox == SANDBOX_LIMITS_PER_MINUTE
+    assert sandbox["login"] == 6 and sandbox["get_submission"] == 150
+    off = make_client(rate_limits={"profile": "off"})
+    assert set(off.get("/_simulator/stats").json()["limits"].values()) == {None}
+    for _ in range(20):
+        assert off.post("/connect/token", data=FORM).status_code == 200
+
+
+def test_thirteenth_login_in_a_minute_is_429_with_retry_after():
+    client = make_client(rate_limits={"profile": "production"})
+    for n in range(12):
+        response = client.post("/connect/token", data=FORM)
+        assert response.status_code == 200
+        assert response.headers["X-Rate-Limit-Limit"] == "12"
+        assert response.headers["X-Rate-Limit-Remaining"] == str(11 - n)
+    refused = client.post("/connect/token", data=FORM)
+    assert refused.status_code == 429
+    assert refused.json()["error"]["code"] == "TooManyRequests"
+    assert 58 <= int(refused.headers["Retry-After"]) <= 60
+    assert refused.headers["X-Rate-Limit-Remaining"] == "0"
+    assert refused.headers["X-Rate-Limit-Reset"].endswith("Z")
+    assert refused.headers["correlationId"]
+    # limits are per client id: another client is unaffected
+    other = client.post("/connect/token", data={**FORM, "client_id": "demo-buyer", "client_secret": "demo-buyer-secret"})
+    assert other.status_code == 200
+
+
+def test_short_window_compresses_time_and_slots_free_as_requests_age():
+    client = make_client(rate_limits={"profile": "production", "window_seconds": 1.0, "overrides": {"get_submission": 3}})
+    headers = login(client)
+    url = "/api/v1.0/documentsubmissions/NONE"
+    assert [client.get(url, headers=headers).status_code for _ in range(3)] == [404, 404, 404]
+    refused = client.get(url, headers=headers)
+    assert refused.status_code == 429
+    assert refused.headers["Retry-After"] == "1"
+    time.sleep(1.05)
+    assert client.get(url, headers=headers).status_code == 404
+
+
+def test_refused_requests_do_not_use_up_slots():
+    """The window counts admitted requests only, so a client that waits Retry-After gets in."""
+    client = make_client(rate_limits={"profile": "production", "window_seconds": 0.5, "overrides": {"validate_tin": 2}})
+    headers = login(client)
+    url = "/api/v1.0/taxpayer/validate/C25845632020?idType=BRN&idValue=202001234567"
+    statuses = [client.get(url, headers=headers).status_code for _ in range(10)]
+    assert statuses == [200, 200] + [429] * 8
+    time.sleep(0.55)
+    assert client.get(url, headers=headers).status_code == 200
+
+
+def test_stats_report_the_peak_of_all_arrivals_per_client_and_endpoint():
+    client = make_client(rate_limits={"profile": "production", "overrides": {"get_submission": 5}})
+    one, two = login(client), login(client, TAXPAYER_2)
+    for _ in range(8):
+        client.get("/api/v1.0/documentsubmissions/NONE", headers=one)
+    for _ in range(2):
+        client.get("/api/v1.0/documentsubmissions/NONE", headers=two)
+    stats = client.get("/_simulator/stats").json()
+    assert stats["window_seconds"] == 60
+    assert stats["max_requests_per_window"]["demo-taxpayer"]["get_submission"] == 8  # 5 admitted + 3 refused
+    assert stats["max_requests_per_window"]["demo-taxpayer-2"]["get_submission"] == 2
+    assert stats["max_requests_per_window"]["demo-taxpayer"]["login"] == 1
+    assert stats["requests"]["get_submission"] == {"404": 7, "429": 3}
+
+
+def test_peak_is_over_a_sliding_window_not_the_total():
+    client = make_client(rate_limits={"profile": "off", "window_seconds": 0.3})
+    headers = login(client)
+    for _ in range(3):
+        client.get("/api/v1.0/documentsubmissions/NONE", headers=headers)
+    time.sleep(0.35)
+    for _ in range(2):
+        client.get("/api/v1.0/documentsubmissions/NONE", headers=headers)
+    assert client.get("/_simulator/stats").json()["max_requests_per_window"]["demo-taxpayer"]["get_submission"] == 3
+
+
+@pytest.mark.parametrize("bad", [{"profile": "fast"}, {"window_seconds": 0}])
+def test_bad_rate_settings_are_refused(bad):
+    with pytest.raises(ValueError):
+        make_client(rate_limits=bad)
