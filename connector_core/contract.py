@@ -1,0 +1,75 @@
+"""The values that cross the hook boundary, besides the invoice model itself.
+
+Plugins receive :class:`Source` and :class:`DocumentOutcome`; they never see the ledger, the
+API client or the scheduler.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+
+
+class DocumentState(str, Enum):
+    """Where a document is in its life. Final states end with a write-back to the ERP."""
+
+    PENDING = "pending"  # recorded, not yet sent
+    SUBMITTING = "submitting"  # about to be sent / sent, answer not yet recorded
+    SUBMITTED = "submitted"  # MyInvois accepted it for validation (202)
+    VALID = "valid"
+    INVALID = "invalid"  # MyInvois validation failed
+    REJECTED = "rejected"  # refused synchronously in the submit answer (rejectedDocuments, 400/403)
+    CANCELLED = "cancelled"
+    LOCALLY_INVALID = "locally_invalid"  # refused by pre-validation or unreadable ERP data; never sent
+
+    @property
+    def is_final(self) -> bool:
+        return self in FINAL_STATES
+
+
+FINAL_STATES = frozenset(
+    {DocumentState.VALID, DocumentState.INVALID, DocumentState.REJECTED, DocumentState.CANCELLED, DocumentState.LOCALLY_INVALID}
+)
+
+
+@dataclass(frozen=True)
+class Source:
+    """One configured ERP source, handed to the plugin that provides its kind.
+
+    ``options`` is an instance of the options model the plugin registered for ``kind``,
+    already validated, with secrets as ``SecretStr``.
+    """
+
+    name: str
+    kind: str
+    profile: str
+    options: BaseModel
+    state_dir: Path = field(default=Path("."))
+
+
+@dataclass(frozen=True)
+class DocumentOutcome:
+    """The final outcome of one invoice version, as written back to the ERP."""
+
+    source_key: str
+    number: str
+    version: int
+    state: DocumentState
+    uuid: str | None = None
+    long_id: str | None = None
+    submission_uid: str | None = None
+    validation_link: str | None = None
+    errors: list[str] = field(default_factory=list)
+    error_details: list[dict[str, Any]] = field(default_factory=list)
+    document_type: str | None = None
+    final_at: datetime | None = None
+    fetched_at: datetime | None = None
+
+    @property
+    def is_valid(self) -> bool:
+        return self.state is DocumentState.VALID

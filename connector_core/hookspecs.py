@@ -1,0 +1,123 @@
+"""The plugin contract of MyInvois Connector.
+
+This module is documentation as much as code: it holds no logic. Every hook is listed here,
+grouped by the phase of a cycle in which it is called, and ``docs/hooks.md`` describes each one
+again for plugin authors (a test fails if either side misses a hook).
+
+How the connector calls hooks
+-----------------------------
+* Always with keyword arguments. An implementation may accept only the arguments it needs, so
+  new arguments can be added to a spec without breaking existing plugins.
+* ``register_source_kinds`` is called on every plugin once at start-up.
+* The source hooks (``fetch_pending_invoices``, ``on_invoices_recorded``,
+  ``on_submission_result``) are called **only on the plugin that registered the source's
+  kind**. A plugin therefore never has to check whether a source is its own.
+* A hook that raises is isolated: the error is logged with the plugin and source named, counted,
+  reported to Sentry when configured, and the cycle goes on with the other sources. What is
+  retried depends on the hook; each docstring says.
+
+Plugin authors import one marker: ``from connector_core import hookimpl``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING
+
+import pluggy
+
+if TYPE_CHECKING:
+    from connector_core.contract import DocumentOutcome, Source
+    from connector_core.model import Invoice, RejectedRecord
+
+PROJECT_NAME = "myinvois_connector"
+hookspec = pluggy.HookspecMarker(PROJECT_NAME)
+
+
+# --- start-up -----------------------------------------------------------------------------
+
+
+@hookspec
+def register_source_kinds(register: Callable[..., None]) -> None:
+    """Declare the kinds of ERP source this plugin reads, with the settings each kind takes.
+
+    Call ``register(kind, options_model, description="...")`` once per kind, where
+
+    * ``kind`` is the name users write as ``kind = "..."`` in a ``[sources.NAME]`` table;
+    * ``options_model`` is a pydantic model of the table's ``options``. Make it
+      ``extra="forbid"`` so a misspelt key is reported, and type secrets as ``SecretStr``;
+    * ``description`` is one line shown by ``myinvois-connector plugins``.
+
+    Called once per plugin when the connector starts, before the sources' options are validated
+    (each source's ``options`` table is checked against the model registered here).
+    Registering a kind that another plugin already registered stops the start-up with an error
+    naming both plugins. If this hook raises, the plugin is reported and none of its kinds exist;
+    sources that use them are reported as configuration errors.
+    """
+
+
+# --- fetch --------------------------------------------------------------------------------
+
+
+@hookspec
+def fetch_pending_invoices(source: Source, limit: int) -> Iterable[Invoice | RejectedRecord] | None:
+    """Return the source's invoices that still await a MyInvois result, oldest first.
+
+    ``source`` is the configured source (``source.options`` is the plugin's options model);
+    ``limit`` is the most invoices the connector takes this cycle. Returning more is allowed
+    and wasteful; the connector stops reading at ``limit``. Return a generator to read a large
+    backlog in pages: the connector consumes it lazily and never holds all of it.
+
+    Yield a :class:`~connector_core.model.RejectedRecord` for a record that cannot be read as
+    an invoice (a malformed CSV row, a missing field in the database); it is recorded as
+    locally invalid and written back through ``on_submission_result``, and the rest go on.
+
+    Returning an invoice the connector has already recorded is harmless: the same content is
+    recorded once; changed content after an invalid or rejected result becomes a new version.
+
+    Called at the start of every fetch-and-submit cycle. If it raises, nothing from this source
+    is recorded this cycle, the error is reported, and the next cycle calls it again.
+    """
+
+
+@hookspec
+def on_invoices_recorded(source: Source, source_keys: list[str]) -> None:
+    """The invoices with these keys are now durably in the ledger.
+
+    The plugin may stop offering them from ``fetch_pending_invoices``: mark them queued,
+    move a file to the archive, advance a bookmark. Doing nothing is correct too, only slower.
+
+    Called after each ledger commit of a fetch, with the keys of every invoice and rejected
+    record of that page, including ones the ledger already had (fetched again after a restart):
+    so a plugin can rely on it to finish what a crash interrupted. If it raises, the error is
+    reported and the invoices stay recorded; the next fetch that returns them calls it again.
+    """
+
+
+# --- results ------------------------------------------------------------------------------
+
+
+@hookspec
+def on_submission_result(source: Source, outcomes: list[DocumentOutcome]) -> None:
+    """Write final outcomes back to the ERP.
+
+    ``outcomes`` holds one :class:`~connector_core.contract.DocumentOutcome` per invoice version
+    that reached a final state: valid (with ``uuid``, ``long_id`` and ``validation_link``),
+    invalid or rejected by MyInvois (``errors`` in words a clerk can act on, ``error_details``
+    as MyInvois sent them), locally invalid (refused before sending) or cancelled.
+
+    Called after each poll or submit that produced final outcomes, and again on later cycles
+    for outcomes whose write-back has not succeeded. The same outcome can therefore arrive more
+    than once after a crash or an error: write it idempotently, keyed by ``source_key`` and
+    ``version``. If it raises, the whole batch is retried on the next cycle; the connector never
+    marks an outcome reported until this hook returned normally.
+    """
+
+
+# Hooks the connector calls, in the order of a cycle. tests/test_hook_contract.py reads this.
+HOOK_NAMES: tuple[str, ...] = (
+    "register_source_kinds",
+    "fetch_pending_invoices",
+    "on_invoices_recorded",
+    "on_submission_result",
+)

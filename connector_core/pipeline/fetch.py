@@ -1,0 +1,122 @@
+"""Fetch stage: ask each source's plugin for pending invoices, pre-validate them, record them.
+
+Nothing is sent from here. An invoice that MyInvois would certainly refuse is recorded as
+*locally invalid* with every problem named, and is written back to the ERP without an API
+call; so is a record the plugin could not read. The other invoices go on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass, field
+
+from connector_core.contract import Source
+from connector_core.document import describe_problems, prevalidate
+from connector_core.ledger import FetchedItem
+from connector_core.model import Invoice, RejectedRecord
+from connector_core.pipeline.context import PipelineContext
+from connector_core.plugins import HookFailed
+
+log = logging.getLogger("connector_core.pipeline.fetch")
+
+#: Invoices recorded per ledger transaction: a crash loses at most one page of work, which the
+#: next fetch returns again (and the ledger de-duplicates).
+PAGE_SIZE = 500
+
+
+@dataclass
+class FetchReport:
+    source: str
+    fetched: int = 0
+    recorded: int = 0
+    unchanged: int = 0
+    locally_invalid: int = 0
+    changed_after_submit: list[str] = field(default_factory=list)
+    failed: bool = False
+
+
+def fetch_source(ctx: PipelineContext, source: Source) -> FetchReport:
+    report = FetchReport(source=source.name)
+    profile = ctx.profiles[source.profile]
+    limit = ctx.settings.cycles.fetch_limit
+    page: list[FetchedItem] = []
+    try:
+        for item in ctx.host.fetch_pending_invoices(source, limit):
+            page.append(to_fetched_item(item, profile_tin=profile.tin, profile_name=source.profile))
+            report.fetched += 1
+            if len(page) >= PAGE_SIZE:
+                _record_page(ctx, source, page, report)
+                page = []
+            if report.fetched >= limit or ctx.stop.is_set():
+                break
+    except HookFailed as failure:
+        report.failed = True
+        ctx.report_hook_failure(failure)
+    # What was read before a failure is still recorded: it is good data.
+    if page:
+        _record_page(ctx, source, page, report)
+    if report.fetched:
+        log.info(
+            "source %s: fetched %d, recorded %d, unchanged %d, locally invalid %d",
+            source.name,
+            report.fetched,
+            report.recorded,
+            report.unchanged,
+            report.locally_invalid,
+        )
+    return report
+
+
+def _record_page(ctx: PipelineContext, source: Source, page: list[FetchedItem], report: FetchReport) -> None:
+    summary = ctx.ledger.record_fetched(source=source.name, profile=source.profile, items=page)
+    report.recorded += summary.recorded
+    report.unchanged += summary.unchanged
+    report.locally_invalid += summary.locally_invalid
+    for key in summary.changed_after_submit:
+        message = (
+            f"invoice {key} of source {source.name} changed in the ERP after it was submitted to MyInvois; "
+            "the submitted version stands: issue a credit or debit note instead of editing it"
+        )
+        log.warning("%s", message)
+        report.changed_after_submit.append(key)
+    if summary.changed_after_submit:
+        ctx.ledger.add_incident("changed_after_submit", "; ".join(summary.changed_after_submit[:20]), subject=source.name)
+    ctx.emit("fetched", source=source.name, recorded=summary.recorded, locally_invalid=summary.locally_invalid)
+    try:
+        ctx.host.on_invoices_recorded(source, [item.source_key for item in page])
+    except HookFailed as failure:
+        ctx.report_hook_failure(failure)
+
+
+def to_fetched_item(item: Invoice | RejectedRecord, *, profile_tin: str, profile_name: str) -> FetchedItem:
+    """Pre-validate an invoice (or take a plugin's rejection) into what the ledger records."""
+    if isinstance(item, RejectedRecord):
+        problems = [f"{item.location}: {error}" for error in item.errors]
+        fingerprint = hashlib.sha256("\n".join(problems).encode()).hexdigest()
+        return FetchedItem(
+            source_key=item.source_key,
+            number=item.number or item.source_key,
+            fingerprint=fingerprint,
+            invoice_json=None,
+            problems=problems,
+        )
+    # One serialisation serves both the ledger copy and the fingerprint.
+    invoice_json = item.model_dump_json(exclude_computed_fields=True)
+    problems = describe_problems(prevalidate(item))
+    if item.issuer.tin != profile_tin:
+        role = "buyer" if item.document_type.is_self_billed else "supplier"
+        problems.append(
+            f"{role}.tin: the issuer TIN {item.issuer.tin} is not the TIN of profile {profile_name!r} ({profile_tin}); "
+            f"MyInvois refuses documents of another taxpayer: correct the {role} TIN in the ERP, "
+            "or bind this source to the profile of that taxpayer"
+        )
+    return FetchedItem(
+        source_key=item.source_key,
+        number=item.number,
+        fingerprint=hashlib.sha256(invoice_json.encode()).hexdigest(),
+        invoice_json=invoice_json,
+        document_type=item.document_type.value,
+        issuer_tin=item.issuer.tin,
+        problems=[f"invoice {item.number}: {p}" for p in problems],
+    )

@@ -1,0 +1,397 @@
+"""The assembled connector: settings, plugins, ledger and API clients, and its cycles.
+
+``Connector`` is what the command line, the scheduler and the tests drive:
+
+* :meth:`Connector.fetch_and_submit_cycle`: fetch every source, record, submit what is pending;
+* :meth:`Connector.poll_cycle`: poll due submissions, then write final outcomes back;
+* :meth:`Connector.run_once`: both, repeated until every fetched document is final and reported.
+
+Construction validates everything at once (settings, plugin options, profile references) and
+raises :class:`~connector_core.settings.ConfigError` listing every problem before any work.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+from pydantic import ValidationError
+
+from connector_core.api import ApiCall, Credentials, MyInvoisClient, RatePolicy, TokenCache
+from connector_core.contract import Source
+from connector_core.ledger import Ledger
+from connector_core.ledger.store import utcnow
+from connector_core.pipeline.context import PipelineContext
+from connector_core.pipeline.fetch import FetchReport, fetch_source
+from connector_core.pipeline.poll import poll_profile
+from connector_core.pipeline.report import report_source
+from connector_core.pipeline.submit import SubmitReport, submit_profile
+from connector_core.plugins import PluginHost
+from connector_core.observability.wiring import FETCH_CYCLE, POLL_CYCLE, Monitoring
+from connector_core.settings import ConfigError, Settings, format_validation_error
+
+log = logging.getLogger("connector_core.runtime")
+
+
+@dataclass
+class CycleReport:
+    fetched: list[FetchReport] = field(default_factory=list)
+    submitted: list[SubmitReport] = field(default_factory=list)
+    polled: int = 0
+    reported: int = 0
+    duration_s: float = 0.0
+
+
+@dataclass
+class RunSummary:
+    """What ``run --once`` prints at the end."""
+
+    counts: dict[str, int]
+    fetched: int
+    submissions: int
+    reported: int
+    duration_s: float
+    finished: bool
+    latest_errors: list[dict[str, Any]]
+    problem: str | None = None
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+
+def build_sources(settings: Settings, host: PluginHost) -> tuple[dict[str, Source], list[str]]:
+    """Validate each source's options against its plugin's model; collect every problem."""
+    problems: list[str] = []
+    sources: dict[str, Source] = {}
+    for name, cfg in settings.sources.items():
+        if not cfg.enabled:
+            continue
+        kind = host.kinds.get(cfg.kind)
+        if kind is None:
+            known = ", ".join(sorted(host.kinds)) or "none"
+            problems.append(
+                f"sources.{name}.kind: no installed plugin provides kind {cfg.kind!r} (installed kinds: {known}); "
+                "fix the spelling or install the plugin's package"
+            )
+            continue
+        try:
+            options = kind.options_model.model_validate(cfg.options)
+        except ValidationError as exc:
+            problems.extend(format_validation_error(exc, prefix=f"sources.{name}.options."))
+            continue
+        sources[name] = Source(name=name, kind=cfg.kind, profile=cfg.profile, options=options, state_dir=settings.state_dir)
+    if not settings.profiles:
+        problems.append("profiles: no taxpayer profile is configured; add a [profiles.NAME] table with tin, client_id and client_secret")
+    if not settings.sources:
+        problems.append("sources: no ERP source is configured; add a [sources.NAME] table with kind, profile and options")
+    return sources, problems
+
+
+class StateDirInUse(ConfigError):
+    """Another connector process runs on the same state directory."""
+
+
+def _lock_state_dir(state_dir):
+    """One connector per state directory: a second one would take the first one's in-flight
+    submissions for crash leftovers. The OS releases the lock when the process dies, even by
+    SIGKILL, so a restart after a crash is never blocked."""
+    from filelock import FileLock, Timeout
+
+    lock = FileLock(str(state_dir / "connector.lock"), timeout=0)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise StateDirInUse(
+            [
+                f"state_dir: another myinvois-connector is already running on {state_dir}; stop it first, "
+                "or give this one its own state_dir (status and doctor can run alongside)"
+            ]
+        ) from None
+    return lock
+
+
+def _refused_profiles(reports: list[SubmitReport]) -> set[str]:
+    from connector_core.pipeline.submit import BatchOutcome
+
+    return {r.profile for r in reports if BatchOutcome.AUTH_FAILED in r.outcomes}
+
+
+class Connector:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        host: PluginHost | None = None,
+        monitoring: Monitoring | None = None,
+        observers: tuple[Callable[[str, dict[str, Any]], None], ...] = (),
+    ) -> None:
+        self.settings = settings
+        self.monitoring = monitoring
+        self.host = host or PluginHost()
+        sources, problems = build_sources(settings, self.host)
+        if problems:
+            raise ConfigError(problems)
+        settings.state_dir.mkdir(parents=True, exist_ok=True)
+        self._simulator = None
+        api_url, identity_url, portal_url = settings.base_urls()
+        if settings.uses_inprocess_simulator:
+            from connector_core.simulator import SimulatorConfig, run_in_thread
+
+            try:
+                simulator_config = SimulatorConfig(**settings.simulator)
+            except ValidationError as exc:
+                raise ConfigError(format_validation_error(exc, prefix="simulator.")) from None
+            self._simulator = run_in_thread(simulator_config)
+            api_url = identity_url = portal_url = self._simulator.base_url
+            log.info("MyInvois simulator started in-process at %s", api_url)
+        assert api_url and identity_url and portal_url
+
+        rate_limits = settings.rate_limits
+        if "backend" not in rate_limits.model_fields_set:
+            # Not configured: keep the limiter's windows in a file next to the ledger rather
+            # than in memory. A daemon restarted at once (systemd after a crash, an upgrade)
+            # then still knows what it sent in the current window; in memory every restart
+            # brought a fresh burst of up to a full window's calls, and LHDN answered with 429s.
+            # An explicit backend (memory included) is used as given.
+            rate_limits = rate_limits.model_copy(update={"backend": f"sqlite:///{settings.state_dir / 'rate-limits.sqlite'}"})
+        self.rate_policy = RatePolicy(rate_limits)
+        self.token_cache = TokenCache(settings.token_cache_path())
+        self._http = httpx.Client(timeout=settings.retry.timeout(), verify=settings.verify_tls)
+
+        def listeners_for(profile: str) -> tuple[Callable[[ApiCall], None], ...]:
+            if monitoring is None:
+                return (self._count_api_call,)
+            return (self._count_api_call, monitoring.api_listener(profile))
+
+        self.clients = {
+            name: MyInvoisClient(
+                api_url,
+                identity_url,
+                Credentials(client_id=profile.client_id, client_secret=profile.client_secret, on_behalf_of=profile.on_behalf_of),
+                http=self._http,
+                rate_policy=self.rate_policy,
+                retry_settings=settings.retry,
+                token_cache=self.token_cache,
+                listeners=listeners_for(name),
+            )
+            for name, profile in settings.profiles.items()
+        }
+        try:
+            self._state_lock = _lock_state_dir(settings.state_dir)
+        except StateDirInUse:
+            self._close_clients_and_simulator()
+            raise
+        try:
+            self.ledger = Ledger(settings.ledger_url())
+        except Exception:
+            self._state_lock.release()
+            raise
+        recovered = self.ledger.recover_after_crash()
+        if recovered:
+            log.warning("%d submission(s) were being sent when the connector last stopped; they will be reconciled", recovered)
+        self.ctx = PipelineContext(
+            settings=settings,
+            ledger=self.ledger,
+            host=self.host,
+            sources=sources,
+            profiles=dict(settings.profiles),
+            clients=self.clients,
+            portal_base_url=portal_url,
+            observers=[*observers, *([monitoring.observe] if monitoring else [])],
+        )
+        # The fetch and poll cycles run on separate scheduler threads and both write results
+        # back: one at a time, or the same outcome could reach a plugin twice at once.
+        self._report_lock = threading.Lock()
+
+    # --- cycles ---------------------------------------------------------------------------
+
+    @property
+    def stop_event(self) -> threading.Event:
+        return self.ctx.stop
+
+    def fetch_and_submit_cycle(self) -> CycleReport:
+        with self._cycle_scope(FETCH_CYCLE):
+            return self._fetch_and_submit()
+
+    def poll_cycle(self) -> CycleReport:
+        with self._cycle_scope(POLL_CYCLE):
+            return self._poll()
+
+    def _cycle_scope(self, cycle: str):
+        from connector_core.observability.sentry import sentry_scope
+
+        profiles = self._active_profiles()
+        return sentry_scope(
+            cycle=cycle, environment=self.settings.environment.value, profile=profiles[0] if len(profiles) == 1 else None
+        )
+
+    def _fetch_and_submit(self) -> CycleReport:
+        started = time.monotonic()
+        report = CycleReport()
+        for source in self.ctx.sources.values():
+            if self.ctx.stop.is_set():
+                break
+            report.fetched.append(fetch_source(self.ctx, source))
+        for profile in self._active_profiles():
+            if self.ctx.stop.is_set():
+                break
+            report.submitted.append(submit_profile(self.ctx, profile))
+        # Locally invalid documents are final at once: write them back without waiting for a poll.
+        report.reported += self._report_all()
+        report.duration_s = time.monotonic() - started
+        self._cycle_done(FETCH_CYCLE, report.duration_s)
+        return report
+
+    def _poll(self) -> CycleReport:
+        started = time.monotonic()
+        report = CycleReport()
+        for profile in self._active_profiles():
+            if self.ctx.stop.is_set():
+                break
+            report.polled += poll_profile(self.ctx, profile)
+        report.reported += self._report_all()
+        report.duration_s = time.monotonic() - started
+        self._cycle_done(POLL_CYCLE, report.duration_s)
+        return report
+
+    def _cycle_done(self, cycle: str, duration_s: float) -> None:
+        self.ctx.emit("cycle_finished", cycle=cycle, duration_s=duration_s)
+        if self.monitoring is not None:
+            self.monitoring.refresh(self.ledger)
+
+    def submit_cycle(self, *, skip: set[str] = frozenset()) -> list[SubmitReport]:
+        """Send what is pending (documents put back after a failed send) without fetching."""
+        return [submit_profile(self.ctx, p) for p in self._active_profiles() if p not in skip and not self.ctx.stop.is_set()]
+
+    def run_once(self, progress: Callable[[dict[str, int]], None] | None = None) -> RunSummary:
+        """Fetch once, then submit, poll and report until every document is final and written
+        back, the connector is asked to stop, or ``cycles.once_timeout_seconds`` passes.
+
+        A profile whose login MyInvois refuses is not retried (its credentials will not fix
+        themselves); the other profiles' invoices go on, and the summary names the refused one."""
+        started = time.monotonic()
+        deadline = started + self.settings.cycles.once_timeout_seconds
+        first = self._first_cycle_polling_meanwhile()
+        fetched = sum(r.fetched for r in first.fetched)
+        submissions = sum(r.submissions for r in first.submitted)
+        reported = first.reported
+        refused = _refused_profiles(first.submitted)
+        while not self.ctx.stop.is_set():
+            remaining = self.ledger.unfinished_count(exclude_profiles=refused)
+            if progress is not None:
+                progress(self.ledger.counts_by_state())
+            if remaining == 0 or time.monotonic() > deadline:
+                break
+            sent = self.submit_cycle(skip=refused)
+            submissions += sum(r.submissions for r in sent)
+            refused |= _refused_profiles(sent)
+            cycle = self.poll_cycle()
+            reported += cycle.reported
+            if self.ledger.unfinished_count(exclude_profiles=refused):
+                self._sleep_until_next_poll(deadline)
+        problem = None
+        if refused:
+            names = ", ".join(repr(p) for p in sorted(refused))
+            problem = (
+                f"MyInvois refused the login of profile {names}; check its client_id, client_secret and on_behalf_of "
+                "(see 'myinvois-connector status' for the answer); its invoices stay pending"
+            )
+        return RunSummary(
+            counts=self.ledger.counts_by_state(),
+            fetched=fetched,
+            submissions=submissions,
+            reported=reported,
+            duration_s=time.monotonic() - started,
+            finished=self.ledger.unfinished_count() == 0,
+            latest_errors=self.ledger.latest_errors(20),
+            problem=problem,
+        )
+
+    def _first_cycle_polling_meanwhile(self) -> CycleReport:
+        """The first cycle may send a large backlog, mostly waiting for rate-limit slots; the
+        submissions sent early are polled and written back meanwhile, as the daemon does with
+        its two jobs, instead of all after the last submit."""
+        done = threading.Event()
+        reported_meanwhile = []
+
+        def poll_until_done() -> None:
+            while not done.is_set() and not self.ctx.stop.is_set():
+                reported_meanwhile.append(self.poll_cycle().reported)
+                done.wait(self.settings.cycles.poll_interval_seconds)
+
+        poller = threading.Thread(target=poll_until_done, name="poll-during-first-cycle", daemon=True)
+        poller.start()
+        try:
+            report = self.fetch_and_submit_cycle()
+        finally:
+            done.set()
+            poller.join()
+        report.reported += sum(reported_meanwhile)
+        return report
+
+    def _sleep_until_next_poll(self, deadline: float) -> None:
+        nxt = self.ledger.next_poll_time()
+        wait = self.settings.cycles.poll_interval_seconds
+        if nxt is not None:
+            wait = min(max((nxt - utcnow()).total_seconds(), 0.05), self.settings.cycles.poll_max_interval_seconds)
+        wait = min(wait, max(0.0, deadline - time.monotonic()))
+        self.ctx.stop.wait(wait)
+
+    def _active_profiles(self) -> list[str]:
+        return sorted({s.profile for s in self.ctx.sources.values()})
+
+    def _report_all(self) -> int:
+        with self._report_lock:
+            return sum(report_source(self.ctx, s) for s in self.ctx.sources.values() if not self.ctx.stop.is_set())
+
+    def _count_api_call(self, call: ApiCall) -> None:
+        # Only the rare events go to the ledger (a write per API call would cost more than the call).
+        if call.status == 429:
+            self.ledger.increment("rate_limited_429")
+            self.ledger.increment(f"rate_limited_429.{call.endpoint.value}")
+        if call.endpoint.value == "login":
+            self.ledger.increment("logins" if call.status == 200 else "login_attempts_failed")
+            if call.status != 200:
+                # Every real failed attempt is an alert, whatever the cause (refused secret,
+                # identity service down, throttled): without a token nothing is sent or polled,
+                # and a 5xx or a timeout would otherwise only show in the log. The token
+                # provider's back-off bounds these to a few per minute.
+                answer = f"HTTP {call.status}" if call.status is not None else "no answer"
+                self.ledger.add_incident(
+                    "login_failed",
+                    f"MyInvois login failed ({answer}, {call.error or 'error'}); the connector waits before trying again",
+                    subject=None,
+                )
+
+    # --- lifecycle ------------------------------------------------------------------------
+
+    def close(self) -> None:
+        try:
+            self._close_parts()
+        finally:
+            self._state_lock.release()
+
+    def _close_parts(self) -> None:
+        self.ledger.close()
+        self._close_clients_and_simulator()
+
+    def _close_clients_and_simulator(self) -> None:
+        for client in self.clients.values():
+            client.close()
+        self._http.close()
+        self.rate_policy.close()
+        if self._simulator is not None:
+            self._simulator.stop()
+            self._simulator = None
+
+    def __enter__(self) -> Connector:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,1 @@
+"""MyInvois Connector plugin: invoices from a JSON-lines file, results to another."""
