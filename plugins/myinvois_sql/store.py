@@ -1,0 +1,381 @@
+"""Reading pending invoices and writing outcomes, for the staging tables and custom queries.
+
+Both stores read a page of headers at a time by key (keyset pagination: ``key > last key
+seen``, ordered by key), then that page's lines, and hand out invoices one by one. A page is
+read in a short transaction of its own and the connection goes back to the pool before the
+first invoice is handed out, so a slow consumer holds no connection or lock, and memory holds
+at most one page whatever the backlog.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from collections.abc import Iterator, Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import and_, bindparam, inspect, or_, select, text, update
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+
+from connector_core.contract import DocumentOutcome
+from connector_core.model import Invoice, RejectedRecord
+from myinvois_sql.columns import HEADER_DATA_COLUMNS, LINE_DATA_COLUMNS, STATUS_COLUMNS, staging_tables
+from myinvois_sql.options import SqlSourceOptions
+from myinvois_sql.rows import build_invoice
+
+log = logging.getLogger("myinvois_sql")
+
+#: Status values that mean "send this": the ERP's own NULL and an explicit re-send request.
+PENDING_STATUS = "pending"
+QUEUED_STATUS = "queued"
+#: Keys per UPDATE ... WHERE key IN (...): well under every database's parameter limit.
+KEYS_PER_STATEMENT = 500
+
+
+class SqlSourceError(RuntimeError):
+    """A database problem, phrased with the source, the table or setting, and what happens next."""
+
+
+def _now_for(engine: Engine) -> datetime:
+    """The current UTC time as the column type accepts it (MariaDB DATETIME has no zone)."""
+    now = datetime.now(UTC).replace(microsecond=0)
+    return now if engine.dialect.name == "postgresql" else now.replace(tzinfo=None)
+
+
+def _outcome_parameters(outcome: DocumentOutcome, engine: Engine) -> dict[str, Any]:
+    final_at = outcome.final_at or datetime.now(UTC)
+    if final_at.tzinfo is None:
+        final_at = final_at.replace(tzinfo=UTC)
+    final_at = final_at.astimezone(UTC).replace(microsecond=0)
+    if engine.dialect.name != "postgresql":
+        final_at = final_at.replace(tzinfo=None)
+    return {
+        "source_key": outcome.source_key,
+        "number": outcome.number,
+        "version": outcome.version,
+        "status": outcome.state.value,
+        "uuid": outcome.uuid,
+        "long_id": outcome.long_id,
+        "validation_link": outcome.validation_link,
+        "errors": "\n".join(outcome.errors) if outcome.errors else None,
+        "submission_uid": outcome.submission_uid,
+        "updated_at": final_at,
+        "document_type": outcome.document_type,
+    }
+
+
+def split_sql_script(script: str) -> list[str]:
+    """Statements of a simple SQL file: '--' comments dropped, split where ';' ends a line.
+
+    Enough for DDL and INSERT files like config/sql/*.sql; not a SQL parser (a ';' at the end
+    of a line inside a string literal would split it).
+    """
+    statements, current = [], []
+    for raw in script.splitlines():
+        code = raw.partition("--")[0]
+        # A '--' after a quote may sit inside a string literal: such a line is kept whole.
+        line = raw.rstrip() if "'" in code else code.rstrip()
+        current.append(line)
+        if line.endswith(";"):
+            statement = "\n".join(current).strip().rstrip(";").strip()
+            if statement:
+                statements.append(statement)
+            current = []
+    tail = "\n".join(current).strip()
+    if tail:
+        statements.append(tail)
+    return statements
+
+
+def _chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+class _Store:
+    def __init__(self, source_name: str, options: SqlSourceOptions, engine: Engine) -> None:
+        self.source_name = source_name
+        self.options = options
+        self.engine = engine
+
+    def _failure(self, action: str, exc: SQLAlchemyError) -> SqlSourceError:
+        # str(exc.orig) is the driver's message (no password: drivers never echo it); the
+        # statement and parameters stay out of the message but are chained for debugging.
+        detail = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+        lost = isinstance(exc, DBAPIError) and exc.connection_invalidated
+        then = "the connection will be re-opened and the" if lost else "the"
+        return SqlSourceError(
+            f"source {self.source_name!r} ({self.options.display_url()}): {action} failed: {detail}; "
+            f"{then} next cycle tries again"
+        )
+
+    def prepare(self) -> None:
+        """Checks before the first read; nothing to do unless a store says otherwise."""
+
+    def pending(self, limit: int) -> Iterator[Invoice | RejectedRecord]:
+        try:
+            self.prepare()
+        except SQLAlchemyError as exc:
+            raise self._failure(f"checking {self.where_headers}", exc) from exc
+        handed_out = 0
+        after: Any = None
+        while handed_out < limit:
+            page_size = min(self.options.page_size, limit - handed_out)
+            try:
+                with self.engine.connect() as conn:
+                    headers = self._headers(conn, after, page_size)
+                    lines = self._lines(conn, headers) if headers else {}
+            except SQLAlchemyError as exc:
+                raise self._failure(f"reading pending invoices from {self.where_headers}", exc) from exc
+            for header in headers:
+                yield self._invoice(header, lines)
+                handed_out += 1
+            if len(headers) < page_size:
+                return
+            after = headers[-1]["_key"]
+
+    def _invoice(self, header: Mapping[str, Any], lines: Mapping[Any, list[Mapping[str, Any]]]) -> Invoice | RejectedRecord:
+        raise NotImplementedError
+
+    @property
+    def where_headers(self) -> str:
+        raise NotImplementedError
+
+
+class StagingStore(_Store):
+    """The documented staging tables (config/sql/staging-*.sql)."""
+
+    def __init__(self, source_name: str, options: SqlSourceOptions, engine: Engine) -> None:
+        super().__init__(source_name, options, engine)
+        self.header, self.line = staging_tables(options.header_table, options.line_table, options.db_schema)
+
+    @property
+    def where_headers(self) -> str:
+        return f"table {self.options.header_table}"
+
+    def prepare(self) -> None:
+        """A missing header table is created by the init scripts, or reported with the fix."""
+        with self.engine.connect() as conn:
+            if inspect(conn).has_table(self.options.header_table, schema=self.options.db_schema):
+                return
+        if not self.options.init_scripts:
+            ddl = {"postgresql": "postgres", "sqlite": "sqlite"}.get(self.engine.dialect.name, "mariadb")
+            raise SqlSourceError(
+                f"source {self.source_name!r} ({self.options.display_url()}): table {self.options.header_table} does not exist; "
+                f"create the staging tables with config/sql/staging-{ddl}.sql (or set header_table to the table's name)"
+            )
+        statements = []
+        for script in self.options.init_scripts:
+            try:
+                statements.extend(split_sql_script(script.read_text("utf-8")))
+            except OSError as exc:
+                raise SqlSourceError(f"source {self.source_name!r}: setting init_scripts: cannot read {script}: {exc.strerror}") from None
+        with self.engine.begin() as conn:
+            for statement in statements:
+                conn.exec_driver_sql(statement)
+        log.info("source %r: ran %d statement(s) from init_scripts", self.source_name, len(statements))
+
+    def _pending_condition(self):  # noqa: ANN202 - a SQLAlchemy clause
+        status = self.header.c.myinvois_status
+        return or_(status.is_(None), status == PENDING_STATUS)
+
+    def _headers(self, conn, after: Any, page_size: int) -> list[dict[str, Any]]:  # noqa: ANN001
+        h = self.header
+        query = select(h.c.id.label("_key"), *(h.c[name] for name in HEADER_DATA_COLUMNS)).where(self._pending_condition())
+        if after is not None:
+            query = query.where(h.c.id > after)
+        query = query.order_by(h.c.id).limit(page_size)
+        return [dict(row) for row in conn.execute(query).mappings()]
+
+    def _lines(self, conn, headers: list[dict[str, Any]]) -> dict[Any, list[dict[str, Any]]]:  # noqa: ANN001
+        ln = self.line
+        keys = [header["_key"] for header in headers]
+        query = (
+            select(ln.c.id, ln.c.header_id, *(ln.c[name] for name in LINE_DATA_COLUMNS))
+            .where(ln.c.header_id.in_(keys))
+            .order_by(ln.c.header_id, ln.c.line_no, ln.c.id)
+        )
+        grouped: dict[Any, list[dict[str, Any]]] = defaultdict(list)
+        for row in conn.execute(query).mappings():
+            grouped[row["header_id"]].append(dict(row))
+        return grouped
+
+    def _invoice(self, header, lines):  # noqa: ANN001, ANN202
+        key = header["_key"]
+        rows = lines.get(key, [])
+        return build_invoice(
+            source_key=str(key),
+            header=header,
+            lines=rows,
+            header_where=f"{self.options.header_table} id={key}",
+            line_where=[f"{self.options.line_table} id={row['id']} (line_no {row['line_no']})" for row in rows],
+            no_lines_hint=f"add rows to {self.options.line_table} with header_id={key}",
+            retry_hint="After correcting the row, set its myinvois_status back to 'pending' (or empty) to have it sent again.",
+        )
+
+    def _int_keys(self, source_keys: Sequence[str]) -> list[int]:
+        keys = []
+        for key in source_keys:
+            try:
+                keys.append(int(key))
+            except ValueError:
+                log.warning("source %r: %r is not a key of %s; ignored", self.source_name, key, self.options.header_table)
+        return keys
+
+    def mark_queued(self, source_keys: Sequence[str]) -> None:
+        h = self.header
+        keys = self._int_keys(source_keys)
+        try:
+            with self.engine.begin() as conn:
+                for chunk in _chunks(keys, KEYS_PER_STATEMENT):
+                    conn.execute(
+                        update(h)
+                        .where(h.c.id.in_(chunk), self._pending_condition())
+                        .values(myinvois_status=QUEUED_STATUS, myinvois_updated_at=_now_for(self.engine))
+                    )
+        except SQLAlchemyError as exc:
+            raise self._failure(f"marking invoices queued in table {self.options.header_table}", exc) from exc
+
+    def write_outcomes(self, outcomes: Sequence[DocumentOutcome]) -> None:
+        h = self.header
+        # Written only over an older version (or none): repeating an outcome, or receiving an
+        # old version's outcome after a newer one, changes nothing.
+        statement = (
+            update(h)
+            .where(
+                and_(
+                    h.c.id == bindparam("b_key"),
+                    or_(h.c.myinvois_version.is_(None), h.c.myinvois_version < bindparam("b_version")),
+                )
+            )
+            .values(
+                myinvois_status=bindparam("b_status"),
+                myinvois_uuid=bindparam("b_uuid"),
+                myinvois_long_id=bindparam("b_long_id"),
+                myinvois_validation_link=bindparam("b_validation_link"),
+                myinvois_errors=bindparam("b_errors"),
+                myinvois_submission_uid=bindparam("b_submission_uid"),
+                myinvois_updated_at=bindparam("b_updated_at"),
+                myinvois_version=bindparam("b_version"),
+            )
+        )
+        rows = []
+        for outcome in outcomes:
+            keys = self._int_keys([outcome.source_key])
+            if not keys:
+                continue
+            params = _outcome_parameters(outcome, self.engine)
+            rows.append({"b_" + name: value for name, value in params.items() if name not in ("number", "document_type")} | {"b_key": keys[0]})
+        if not rows:
+            return
+        try:
+            # One transaction: either every outcome of the batch is written or none is, and the
+            # connector retries the whole batch; the version guard makes the retry exact.
+            with self.engine.begin() as conn:
+                conn.execute(statement, rows)
+        except SQLAlchemyError as exc:
+            raise self._failure(f"writing {len(rows)} outcome(s) to table {self.options.header_table}", exc) from exc
+
+
+class QueryStore(_Store):
+    """The ERP's own tables, read and written through the configured statements."""
+
+    def __init__(self, source_name: str, options: SqlSourceOptions, engine: Engine) -> None:
+        super().__init__(source_name, options, engine)
+        assert options.queries is not None  # guaranteed by the options model
+        self.queries = options.queries
+        # The configured SELECT becomes a derived table so the connector can page through it
+        # by key without the user writing paging clauses in each database's dialect.
+        base = self.queries.pending_headers.rstrip().rstrip(";")
+        self._base = base
+        self._returns_source_key: bool | None = None
+        self._first_page = text(f"SELECT * FROM ({base}) pending_headers ORDER BY source_key LIMIT :page_size")
+        self._next_page = text(
+            f"SELECT * FROM ({base}) pending_headers WHERE source_key > :after_key ORDER BY source_key LIMIT :page_size"
+        )
+        self._lines_statement = text(self.queries.lines.rstrip().rstrip(";"))
+        self._write_statement = text(self.queries.write_result.rstrip().rstrip(";"))
+        self._mark_statement = text(self.queries.mark_queued.rstrip().rstrip(";")) if self.queries.mark_queued else None
+
+    @property
+    def where_headers(self) -> str:
+        return "setting queries.pending_headers"
+
+    def _headers(self, conn, after: Any, page_size: int) -> list[dict[str, Any]]:  # noqa: ANN001
+        if self._returns_source_key is None:
+            # Asked once per store: without a source_key column the paging wrapper cannot work,
+            # and the database's own error ("column source_key does not exist") names no setting.
+            probe = conn.execute(text(f"SELECT * FROM ({self._base}) pending_headers WHERE 1 = 0"))
+            self._returns_source_key = "source_key" in probe.keys()
+            if not self._returns_source_key:
+                raise SqlSourceError(
+                    f"source {self.source_name!r}: setting queries.pending_headers returns no source_key column; "
+                    "alias the ERP's invoice key as source_key (SELECT inv.id AS source_key, ...)"
+                )
+        if after is None:
+            result = conn.execute(self._first_page, {"page_size": page_size})
+        else:
+            result = conn.execute(self._next_page, {"after_key": after, "page_size": page_size})
+        headers = [dict(row) for row in result.mappings()]
+        for header in headers:
+            header["_key"] = header["source_key"]
+        if headers:
+            missing = [name for name in HEADER_DATA_COLUMNS if name not in headers[0]]
+            required_missing = [name for name in missing if name in ("invoice_number", "supplier_tin", "buyer_tin")]
+            if required_missing:
+                raise SqlSourceError(
+                    f"source {self.source_name!r}: setting queries.pending_headers returns no column(s) "
+                    f"{', '.join(required_missing)}; alias the ERP's columns to the names in docs/plugin-sql.md"
+                )
+        return headers
+
+    def _lines(self, conn, headers: list[dict[str, Any]]) -> dict[Any, list[dict[str, Any]]]:  # noqa: ANN001
+        grouped: dict[Any, list[dict[str, Any]]] = {}
+        for header in headers:
+            key = header["_key"]
+            grouped[key] = [dict(row) for row in conn.execute(self._lines_statement, {"source_key": str(key)}).mappings()]
+        return grouped
+
+    def _invoice(self, header, lines):  # noqa: ANN001, ANN202
+        key = header["_key"]
+        rows = lines.get(key, [])
+        return build_invoice(
+            source_key=str(key),
+            header=header,
+            lines=rows,
+            header_where=f"queries.pending_headers source_key={key}",
+            line_where=[f"queries.lines source_key={key} row {position}" for position, _ in enumerate(rows, start=1)],
+            no_lines_hint=f"setting queries.lines returned no rows for source_key={key}",
+            retry_hint="After correcting the invoice in the ERP, make it pending again so that queries.pending_headers returns it.",
+        )
+
+    def mark_queued(self, source_keys: Sequence[str]) -> None:
+        if self._mark_statement is None or not source_keys:
+            return
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(self._mark_statement, [{"source_key": key} for key in source_keys])
+        except SQLAlchemyError as exc:
+            raise self._failure("running setting queries.mark_queued", exc) from exc
+
+    def write_outcomes(self, outcomes: Sequence[DocumentOutcome]) -> None:
+        if not outcomes:
+            return
+        used = set(self._write_statement._bindparams)  # noqa: SLF001 - names the statement binds
+        rows = [{k: v for k, v in _outcome_parameters(outcome, self.engine).items() if k in used} for outcome in outcomes]
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(self._write_statement, rows)
+        except SQLAlchemyError as exc:
+            raise self._failure(f"running setting queries.write_result for {len(rows)} outcome(s)", exc) from exc
+
+
+def store_for(source_name: str, options: SqlSourceOptions, engine: Engine) -> StagingStore | QueryStore:
+    if options.mode == "queries":
+        return QueryStore(source_name, options, engine)
+    return StagingStore(source_name, options, engine)
+
+
+__all__ = ["STATUS_COLUMNS", "SqlSourceError", "store_for"]
