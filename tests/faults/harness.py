@@ -1,0 +1,331 @@
+"""What the fault and crash tests share: an ERP (SQL staging tables on SQLite), a connector
+configuration pointing at a separately started simulator, the connector as a real process,
+and the checks that end every run.
+
+Everything talks over loopback HTTP; nothing is mocked. Windows are compressed (a few seconds
+instead of 60) with the real per-window limits, so a test of a few minutes crosses dozens of
+windows at full production load.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import httpx
+from sqlalchemy import create_engine, select
+
+from connector_core.simulator import SimulatorConfig, run_in_thread
+from tests.plugins.sql_staging import StagingErp, recreate_staging_tables
+
+#: The installed command, next to the interpreter running the tests.
+CLI = [str(Path(sys.executable).parent / "myinvois-connector")]
+REPO = Path(__file__).resolve().parents[2]
+
+#: The compressed window; the connector's rate_limits.window_seconds is set to the same value.
+WINDOW_SECONDS = 3.0
+CLIENT_ID = "demo-taxpayer"
+CLIENT_SECRET = "demo-taxpayer-secret"
+TIN = "C25845632020"
+
+#: Every fault on at once. Rates are per call; the draws are seeded, so a run repeats.
+ALL_FAULTS: dict[str, Any] = {
+    "latency_ms": 3,
+    "latency_jitter_ms": 25,
+    "error_rate": 0.03,
+    "spurious_429_rate": 0.03,
+    # A lost response is a processed call whose answer never arrives: on submit that is the
+    # dangerous case (MyInvois holds the documents, the connector does not know their uuids).
+    "lost_response_rate": {"submit": 0.12, "get_submission": 0.02, "search": 0.05, "login": 0.03},
+    "revoke_rate": 0.01,
+    "slow_validation_rate": 0.15,
+    "slow_validation_seconds": 2.5,
+}
+FAULT_KINDS = ("latency", "error_500", "error_503", "spurious_429", "lost_response", "revoke", "slow_validation")
+
+FINAL_ERP_STATUSES = {"valid", "invalid", "rejected", "cancelled", "locally_invalid"}
+
+
+def start_simulator(faults: dict[str, Any] | None = None, seed: int = 4, rate_overrides: dict[str, int] | None = None):
+    """A simulator on loopback with the production limits per compressed window."""
+    config = SimulatorConfig(
+        seed=seed,
+        faults=faults or {},
+        rate_limits={"profile": "production", "window_seconds": WINDOW_SECONDS, "overrides": rate_overrides or {}},
+        validation={"delay_seconds": 0.3, "per_document_seconds": 0.002},
+    )
+    return run_in_thread(config)
+
+
+def stats(base_url: str) -> dict[str, Any]:
+    return httpx.get(f"{base_url}/_simulator/stats", timeout=30).json()
+
+
+# --- the ERP -----------------------------------------------------------------------------------
+
+
+class Erp:
+    """SQL staging tables in a SQLite file, filled with ``count`` invoices numbered from ``first``."""
+
+    def __init__(self, path: Path, *, first: int, count: int, invalid: int = 0) -> None:
+        self.path = path
+        self.url = f"sqlite:///{path}"
+        self.engine = create_engine(self.url)
+        recreate_staging_tables(self.engine)
+        self.staging = StagingErp(self.engine)
+        self.staging.next_key = first
+        valid = count - invalid
+        self.keys = self.staging.add(valid)
+        # Two kinds of invalid invoice: a TIN too short, which the connector's own checks refuse
+        # (locally invalid, never sent), and an individual's TIN with too few digits, which
+        # only MyInvois refuses (TX301: sent, accepted on arrival, then Invalid).
+        self.invalid_keys = self.staging.add(invalid // 2, buyer_tin="C1234") if invalid // 2 else []
+        remote = invalid - invalid // 2
+        self.invalid_keys += self.staging.add(remote, buyer_tin="IG123") if remote else []
+        self.keys += self.invalid_keys
+
+    def rows(self) -> dict[str, dict[str, Any]]:
+        h = self.staging.header.c
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(h.id, h.invoice_number, h.myinvois_status, h.myinvois_uuid, h.myinvois_errors, h.myinvois_version)
+            ).mappings()
+            return {r["invoice_number"]: dict(r) for r in rows}
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+
+# --- the connector -----------------------------------------------------------------------------
+
+
+def write_config(
+    directory: Path,
+    *,
+    api_url: str,
+    erp: Erp,
+    rate_backend: str | None,
+    max_documents: int = 10,
+    once_timeout: float = 150.0,
+    key_prefix: str = "faults",
+) -> Path:
+    """A connector configuration with small intervals, the compressed window and a shared limiter."""
+    state = directory / "state"
+    text = f"""
+environment = "simulator"
+api_base_url = "{api_url}"
+state_dir = "{state}"
+
+[observability]
+log_level = "WARNING"
+log_format = "text"
+metrics_port = 0
+
+[cycles]
+fetch_interval_seconds = 1.0
+poll_interval_seconds = 0.5
+first_poll_delay_seconds = 0.4
+first_poll_delay_per_document_seconds = 0.005
+poll_min_interval_seconds = 0.5
+poll_max_interval_seconds = 1.5
+reconcile_after_seconds = 1.0
+once_timeout_seconds = {once_timeout}
+
+[submission]
+max_documents = {max_documents}
+concurrency = 4
+poll_concurrency = 4
+
+[rate_limits]
+profile = "production"
+window_seconds = {WINDOW_SECONDS}
+{f'backend = "{rate_backend}"' if rate_backend else "# backend: the default"}
+key_prefix = "{key_prefix}"
+
+[retry]
+read_timeout_s = 10
+base_delay_s = 0.1
+max_delay_s = 1.0
+default_retry_after_s = 1.0
+
+[profiles.main]
+tin = "{TIN}"
+client_id = "{CLIENT_ID}"
+client_secret = "{CLIENT_SECRET}"
+
+[sources.erp]
+kind = "sql"
+profile = "main"
+
+[sources.erp.options]
+url = "{erp.url}"
+page_size = 500
+"""
+    path = directory / "connector.toml"
+    path.write_text(text, "utf-8")
+    return path
+
+
+def connector_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+    # The scheduler and the CLI must not pick up a developer's settings from the environment.
+    for name in list(env):
+        if name.startswith("MYINVOIS_") and not name.startswith("MYINVOIS_TEST"):
+            env.pop(name)
+    return env
+
+
+def start_connector(config: Path, *args: str, log: Path) -> subprocess.Popen:
+    out = log.open("ab")
+    return subprocess.Popen(
+        [*CLI, "--config", str(config), "run", *args],
+        cwd=REPO,
+        env=connector_env(),
+        stdout=out,
+        stderr=subprocess.STDOUT,
+    )
+
+
+def run_once(config: Path, *, log: Path, timeout: float) -> dict[str, Any]:
+    proc = start_connector(config, "--once", "--json", log=log)
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        raise AssertionError(f"run --once did not finish within {timeout} s; see {log}") from None
+    output = log.read_text("utf-8", "replace")
+    assert proc.returncode == 0, f"run --once exited {proc.returncode}:\n{output[-4000:]}"
+    start = output.rfind('\n{\n  "finished"')
+    return json.loads(output[start:] if start >= 0 else output[output.index("{") :])
+
+
+def run_together(configs: list[Path], *, timeout: float) -> list[dict[str, Any]]:
+    """``run --once`` of several connector processes at the same time; their summaries."""
+    results: list[Any] = [None] * len(configs)
+
+    def run(n: int) -> None:
+        try:
+            results[n] = run_once(configs[n], log=configs[n].parent / "connector.log", timeout=timeout)
+        except BaseException as exc:  # noqa: BLE001 - re-raised by the caller's thread
+            results[n] = exc
+
+    threads = [threading.Thread(target=run, args=(n,)) for n in range(len(configs))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=timeout + 30)
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
+    return results
+
+
+def status(config: Path) -> dict[str, Any]:
+    return json.loads(status_text(config, "--json"))
+
+
+def status_text(config: Path, *args: str) -> str:
+    """What an operator reads from ``myinvois-connector status``."""
+    result = subprocess.run(
+        [*CLI, "--config", str(config), "status", *args],
+        cwd=REPO,
+        env=connector_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+# --- the end-of-run checks ---------------------------------------------------------------------
+
+
+def peaks_against_limits(sim_stats: dict[str, Any], client_id: str = CLIENT_ID) -> dict[str, tuple[int, int]]:
+    """(highest requests seen in any window, the limit) for every endpoint the client called."""
+    peaks = sim_stats["max_requests_per_window"].get(client_id, {})
+    return {endpoint: (peak, sim_stats["limits"][endpoint]) for endpoint, peak in sorted(peaks.items())}
+
+
+def assert_within_limits(sim_stats: dict[str, Any], client_id: str = CLIENT_ID) -> dict[str, tuple[int, int]]:
+    peaks = peaks_against_limits(sim_stats, client_id)
+    over = {e: p for e, p in peaks.items() if p[1] is not None and p[0] > p[1]}
+    assert not over, f"over the limit in some window (peak, limit): {over}"
+    return peaks
+
+
+def simulator_documents(running) -> dict[str, tuple[str, str]]:
+    """uuid -> (internal id, status) of every document the simulator holds, read in-process."""
+    now = time.time()
+    return {uuid: (d.internal_id, d.status(now)) for uuid, d in list(running.simulator.store.documents.items())}
+
+
+def assert_exactly_once(running, erps: list[Erp]) -> dict[str, int]:
+    """Nothing lost, nothing duplicated, the ERP agrees with MyInvois. Returns the figures."""
+    sim_stats = stats(running.base_url)
+    assert sim_stats["duplicate_documents"] == 0
+    valid_by_invoice: dict[str, int] = sim_stats["valid_by_invoice"]
+    accepted_by_invoice: dict[str, int] = sim_stats["accepted_by_invoice"]
+    assert all(n == 1 for n in valid_by_invoice.values()), {k: n for k, n in valid_by_invoice.items() if n != 1}
+    documents = simulator_documents(running)
+    by_number: dict[str, list[Any]] = {}
+    for document in list(running.simulator.store.documents.values()):
+        by_number.setdefault(document.internal_id, []).append(document)
+
+    figures: Counter[str] = Counter()
+    for erp in erps:
+        rows = erp.rows()
+        assert len(rows) == len(erp.keys)
+        invalid_numbers = {f"INV-{int(k):06d}" for k in erp.invalid_keys}
+        for number, row in rows.items():
+            key = f"{TIN}|{number}"
+            state = row["myinvois_status"]
+            assert state in FINAL_ERP_STATUSES, f"invoice {number} was not written back as final: {row}"
+            figures[state] += 1
+            # A second acceptance is only allowed when MyInvois refused it as a DS302 duplicate.
+            twins = [d for d in by_number.get(number, []) if d.uuid != row["myinvois_uuid"]]
+            if number not in invalid_numbers:
+                assert all("DS302" in {p.code for p in d.problems} for d in twins), (
+                    f"invoice {number} was accepted {accepted_by_invoice.get(key)} times, not only as DS302 duplicates"
+                )
+            figures["accepted_twice_then_ds302"] += len(twins)
+            if number in invalid_numbers:
+                assert state in ("invalid", "locally_invalid"), row
+                assert row["myinvois_errors"], row
+                assert valid_by_invoice.get(key, 0) == 0
+                if state == "invalid":
+                    assert documents[row["myinvois_uuid"]] == (number, "Invalid"), row
+                continue
+            assert state == "valid", f"invoice {number} ended {state}: {row['myinvois_errors']}"
+            assert valid_by_invoice.get(key) == 1, f"invoice {number} is valid {valid_by_invoice.get(key, 0)} times"
+            assert documents.get(row["myinvois_uuid"]) == (number, "Valid"), (
+                f"the ERP holds uuid {row['myinvois_uuid']} for {number}; MyInvois has "
+                f"{documents.get(row['myinvois_uuid'])}"
+            )
+    # Every valid document at MyInvois belongs to exactly one ERP row that names its uuid.
+    erp_uuids = {row["myinvois_uuid"] for erp in erps for row in erp.rows().values()}
+    stray = [u for u, (_, s) in documents.items() if s == "Valid" and u not in erp_uuids]
+    assert not stray, f"valid documents at MyInvois that no ERP row names: {stray[:5]}"
+    total = sum(len(erp.keys) for erp in erps)
+    figures["lost"] = total - sum(figures[s] for s in FINAL_ERP_STATUSES)
+    assert figures["lost"] == 0
+    figures["duplicates"] = sim_stats["duplicate_documents"]
+    return dict(figures)
+
+
+def wait_until(predicate, timeout: float, interval: float = 0.2) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return predicate()
