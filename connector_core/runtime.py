@@ -16,6 +16,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,7 +28,7 @@ from connector_core.contract import Source
 from connector_core.ledger import Ledger
 from connector_core.ledger.store import utcnow
 from connector_core.pipeline.context import PipelineContext
-from connector_core.pipeline.fetch import FetchReport, fetch_source
+from connector_core.pipeline.fetch import FetchFeed, FetchReport, fetch_source
 from connector_core.pipeline.poll import poll_profile
 from connector_core.pipeline.report import report_source
 from connector_core.pipeline.submit import SubmitReport, submit_profile
@@ -232,16 +233,24 @@ class Connector:
         )
 
     def _fetch_and_submit(self) -> CycleReport:
+        """Fetch every source while each profile's submitter sends what is recorded so far.
+
+        One submitter per profile: profiles have their own client ids, hence their own rate
+        limits, and one waiting for its window must not hold back another."""
         started = time.monotonic()
         report = CycleReport()
-        for source in self.ctx.sources.values():
-            if self.ctx.stop.is_set():
-                break
-            report.fetched.append(fetch_source(self.ctx, source))
-        for profile in self._active_profiles():
-            if self.ctx.stop.is_set():
-                break
-            report.submitted.append(submit_profile(self.ctx, profile))
+        profiles = self._active_profiles()
+        feed = FetchFeed()
+        with ThreadPoolExecutor(max_workers=max(1, len(profiles)), thread_name_prefix="submitter") as submitters:
+            running = [submitters.submit(submit_profile, self.ctx, profile, feed) for profile in profiles]
+            try:
+                for source in self.ctx.sources.values():
+                    if self.ctx.stop.is_set():
+                        break
+                    report.fetched.append(fetch_source(self.ctx, source, feed))
+            finally:
+                feed.close()
+            report.submitted.extend(future.result() for future in running)
         # Locally invalid documents are final at once: write them back without waiting for a poll.
         report.reported += self._report_all()
         report.duration_s = time.monotonic() - started

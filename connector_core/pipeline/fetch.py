@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import threading
 from dataclasses import dataclass, field
 
 from connector_core.contract import Source
@@ -25,6 +26,46 @@ log = logging.getLogger("connector_core.pipeline.fetch")
 PAGE_SIZE = 500
 
 
+class FetchFeed:
+    """What the submit stage, running beside a fetch, needs to know of it.
+
+    Submitting starts on the first recorded page instead of after the whole backlog: a 100,000-
+    invoice backlog takes seconds to read, and every second before the first submission is a
+    second of the rate window spent idle.
+    """
+
+    def __init__(self) -> None:
+        self._changed = threading.Condition()
+        self._open = True
+        self._pages = 0
+
+    @property
+    def open(self) -> bool:
+        """True while the fetch may still record invoices."""
+        with self._changed:
+            return self._open
+
+    @property
+    def pages(self) -> int:
+        with self._changed:
+            return self._pages
+
+    def page_recorded(self) -> None:
+        with self._changed:
+            self._pages += 1
+            self._changed.notify_all()
+
+    def close(self) -> None:
+        with self._changed:
+            self._open = False
+            self._changed.notify_all()
+
+    def wait_for_more(self, seen_pages: int, timeout: float) -> None:
+        """Return once a page after the ``seen_pages``-th is recorded, the fetch ends, or ``timeout`` passes."""
+        with self._changed:
+            self._changed.wait_for(lambda: not self._open or self._pages != seen_pages, timeout)
+
+
 @dataclass
 class FetchReport:
     source: str
@@ -36,7 +77,9 @@ class FetchReport:
     failed: bool = False
 
 
-def fetch_source(ctx: PipelineContext, source: Source) -> FetchReport:
+def fetch_source(ctx: PipelineContext, source: Source, feed: FetchFeed | None = None) -> FetchReport:
+    """Fetch, pre-validate and record one source's pending invoices, page by page; ``feed``
+    hears of each recorded page."""
     report = FetchReport(source=source.name)
     profile = ctx.profiles[source.profile]
     limit = ctx.settings.cycles.fetch_limit
@@ -46,7 +89,7 @@ def fetch_source(ctx: PipelineContext, source: Source) -> FetchReport:
             page.append(to_fetched_item(item, profile_tin=profile.tin, profile_name=source.profile))
             report.fetched += 1
             if len(page) >= PAGE_SIZE:
-                _record_page(ctx, source, page, report)
+                _record_page(ctx, source, page, report, feed)
                 page = []
             if report.fetched >= limit or ctx.stop.is_set():
                 break
@@ -55,7 +98,7 @@ def fetch_source(ctx: PipelineContext, source: Source) -> FetchReport:
         ctx.report_hook_failure(failure)
     # What was read before a failure is still recorded: it is good data.
     if page:
-        _record_page(ctx, source, page, report)
+        _record_page(ctx, source, page, report, feed)
     if report.fetched:
         log.info(
             "source %s: fetched %d, recorded %d, unchanged %d, locally invalid %d",
@@ -68,8 +111,12 @@ def fetch_source(ctx: PipelineContext, source: Source) -> FetchReport:
     return report
 
 
-def _record_page(ctx: PipelineContext, source: Source, page: list[FetchedItem], report: FetchReport) -> None:
+def _record_page(
+    ctx: PipelineContext, source: Source, page: list[FetchedItem], report: FetchReport, feed: FetchFeed | None
+) -> None:
     summary = ctx.ledger.record_fetched(source=source.name, profile=source.profile, items=page)
+    if feed is not None:
+        feed.page_recorded()
     report.recorded += summary.recorded
     report.unchanged += summary.unchanged
     report.locally_invalid += summary.locally_invalid

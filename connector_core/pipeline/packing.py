@@ -54,3 +54,11 @@ def pack(
     if deferred:
         batches.extend(pack(deferred, size_of=size_of, key_of=key_of, max_documents=max_documents, max_bytes=max_bytes))
     return batches
+
+
+def is_full(batch: Sequence[T], *, size_of: Callable[[T], int], max_documents: int, max_bytes: int, largest_item: int) -> bool:
+    """Whether ``batch`` is as full as a submission usefully gets: it holds ``max_documents``,
+    or one more item of up to ``largest_item`` bytes might not fit."""
+    if len(batch) >= max_documents:
+        return True
+    return ENVELOPE_OVERHEAD + sum(size_of(item) for item in batch) + largest_item > max_bytes

@@ -30,15 +30,21 @@ from connector_core.api import (
     RetriableError,
     SubmitOutcomeUnknown,
 )
-from connector_core.document import build, check_size, describe_problems
+from connector_core.document import MAX_DOCUMENT_BYTES, build, check_size, describe_problems
 from connector_core.ledger import PendingDocument
 from connector_core.ledger.store import utcnow
 from connector_core.model import Invoice
 from connector_core.pipeline.context import PipelineContext
+from connector_core.pipeline.fetch import FetchFeed
 from connector_core.pipeline.messages import api_error_messages, error_details, rejection_messages
-from connector_core.pipeline.packing import entry_size, pack
+from connector_core.pipeline.packing import entry_size, is_full, pack
 
 log = logging.getLogger("connector_core.pipeline.submit")
+
+#: Wire size of the largest document MyInvois accepts (300 KB, Base64-encoded).
+LARGEST_ENTRY = entry_size(4 * -(-MAX_DOCUMENT_BYTES // 3), "")
+#: How long a submitter waiting for the fetch beside it sleeps at most before looking again.
+FEED_WAIT_SECONDS = 1.0
 
 
 class BatchOutcome(str, Enum):
@@ -113,9 +119,13 @@ def prepare(ctx: PipelineContext, pending: list[PendingDocument]) -> list[ReadyD
     return ready
 
 
-def submit_profile(ctx: PipelineContext, profile: str) -> SubmitReport:
+def submit_profile(ctx: PipelineContext, profile: str, feed: FetchFeed | None = None) -> SubmitReport:
     """Send every pending document of one profile, batch by batch, until none is left, the
-    connector is stopping, or MyInvois cannot be reached."""
+    connector is stopping, or MyInvois cannot be reached.
+
+    With a ``feed``, a fetch is recording invoices meanwhile: while it may add more, only full
+    submissions are sent, because a part-filled one spends a whole slot of the 100-per-minute
+    limit; what is left over goes with the next page, or once the fetch is over."""
     from connector_core.pipeline.reconcile import reconcile_profile
 
     report = SubmitReport(profile=profile)
@@ -123,9 +133,24 @@ def submit_profile(ctx: PipelineContext, profile: str) -> SubmitReport:
     settings = ctx.settings.submission
     client = ctx.clients[profile]
     round_size = settings.max_documents * settings.concurrency
+
+    def full(batch: list[ReadyDocument]) -> bool:
+        return is_full(
+            batch,
+            size_of=lambda d: d.wire_size,
+            max_documents=settings.max_documents,
+            max_bytes=settings.max_bytes,
+            largest_item=LARGEST_ENTRY,
+        )
+
     with ThreadPoolExecutor(max_workers=settings.concurrency, thread_name_prefix=f"submit-{profile}") as pool:
         while not ctx.stop.is_set():
+            more_coming = feed is not None and feed.open
+            seen_pages = feed.pages if feed is not None else 0
             pending = ctx.ledger.pending_documents(profile, limit=round_size)
+            if more_coming and len(pending) < settings.max_documents:
+                feed.wait_for_more(seen_pages, FEED_WAIT_SECONDS)
+                continue
             if not pending:
                 break
             ready = prepare(ctx, pending)
@@ -139,6 +164,11 @@ def submit_profile(ctx: PipelineContext, profile: str) -> SubmitReport:
                 max_documents=settings.max_documents,
                 max_bytes=settings.max_bytes,
             )
+            if more_coming:
+                batches = [batch for batch in batches if full(batch)]
+                if not batches:
+                    feed.wait_for_more(seen_pages, FEED_WAIT_SECONDS)
+                    continue
             futures = [pool.submit(send_batch, ctx, profile, client, batch, report) for batch in batches]
             outcomes = [f.result() for f in futures]
             report.outcomes.extend(outcomes)

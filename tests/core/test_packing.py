@@ -1,6 +1,6 @@
 """Packing documents into submissions within MyInvois's 100-document and 5 MB limits."""
 
-from connector_core.pipeline.packing import ENVELOPE_OVERHEAD, entry_size, pack
+from connector_core.pipeline.packing import ENVELOPE_OVERHEAD, entry_size, is_full, pack
 
 
 def _pack(items, max_documents=100, max_bytes=5 * 1024 * 1024):
@@ -30,3 +30,15 @@ def test_entry_size_counts_the_json_around_a_document():
 
     entry = {"format": "JSON", "documentHash": "a" * 64, "codeNumber": "INV-77", "document": "QUJD" * 10}
     assert entry_size(40, "INV-77") >= len(json.dumps(entry, separators=(",", ":"))) + 1
+
+
+def test_a_batch_is_full_at_the_document_limit_or_when_a_largest_document_might_not_fit():
+    def full(batch, largest=400 * 1024):
+        return is_full(batch, size_of=lambda i: i[1], max_documents=100, max_bytes=5 * 1024 * 1024, largest_item=largest)
+
+    assert full([(f"N{i}", 1000) for i in range(100)])
+    assert not full([(f"N{i}", 1000) for i in range(99)])
+    # Twelve 400 KB entries leave 0.3 MB: a thirteenth of up to 400 KB might not fit.
+    big = [(f"N{i}", 400 * 1024) for i in range(12)]
+    assert full(big)
+    assert not full(big[:11])
