@@ -56,7 +56,8 @@ from connector_core.settings import CycleSettings  # noqa: E402
 
 #: The connector's own defaults, read rather than copied, so the results name what users get.
 DEFAULT_SAFETY_FACTOR = RateLimitSettings().safety_factor
-DEFAULT_FETCH_LIMIT = CycleSettings().fetch_limit
+CYCLES = CycleSettings()
+DEFAULT_FETCH_LIMIT = CYCLES.fetch_limit
 #: No ``rate_limits.backend`` in the generated configs: the connector then keeps its rate
 #: windows in ``state_dir/rate-limits.sqlite`` (a fresh state_dir per run, so no run inherits
 #: another's windows). That is what a user who sets nothing gets, so that is what is measured.
@@ -204,14 +205,14 @@ state_dir = "{workdir / 'state'}"
 
 [cycles]
 {fetch_limit}
-poll_interval_seconds = {s(2.0)}
-first_poll_delay_seconds = {s(3.0)}
-first_poll_delay_per_document_seconds = {s(0.03)}
-poll_min_interval_seconds = {s(3.0)}
-poll_max_interval_seconds = {s(5.0)}
-slow_poll_after_seconds = {s(300.0)}
-slow_poll_interval_seconds = {s(60.0)}
-reconcile_after_seconds = {s(15.0)}
+poll_interval_seconds = {s(CYCLES.poll_interval_seconds)}
+first_poll_delay_seconds = {s(CYCLES.first_poll_delay_seconds)}
+first_poll_delay_per_document_seconds = {s(CYCLES.first_poll_delay_per_document_seconds)}
+poll_min_interval_seconds = {s(CYCLES.poll_min_interval_seconds)}
+poll_max_interval_seconds = {s(CYCLES.poll_max_interval_seconds)}
+slow_poll_after_seconds = {s(CYCLES.slow_poll_after_seconds)}
+slow_poll_interval_seconds = {s(CYCLES.slow_poll_interval_seconds)}
+reconcile_after_seconds = {s(CYCLES.reconcile_after_seconds)}
 once_timeout_seconds = {timeout_s}
 
 [rate_limits]

@@ -332,7 +332,9 @@ class Connector:
         def poll_until_done() -> None:
             while not done.is_set() and not self.ctx.stop.is_set():
                 reported_meanwhile.append(self.poll_cycle().reported)
-                done.wait(self.settings.cycles.poll_interval_seconds)
+                # Wake when the next submission is due, not on a fixed beat: a fixed 2 s beat
+                # left each result waiting up to 2 s more, the last submission's included.
+                done.wait(self._seconds_until_next_poll())
 
         poller = threading.Thread(target=poll_until_done, name="poll-during-first-cycle", daemon=True)
         poller.start()
@@ -344,13 +346,16 @@ class Connector:
         report.reported += sum(reported_meanwhile)
         return report
 
-    def _sleep_until_next_poll(self, deadline: float) -> None:
+    def _seconds_until_next_poll(self) -> float:
+        """Until the earliest submission is due for a poll; ``poll_interval_seconds`` if none is waiting."""
+        cycles = self.settings.cycles
         nxt = self.ledger.next_poll_time()
-        wait = self.settings.cycles.poll_interval_seconds
-        if nxt is not None:
-            wait = min(max((nxt - utcnow()).total_seconds(), 0.05), self.settings.cycles.poll_max_interval_seconds)
-        wait = min(wait, max(0.0, deadline - time.monotonic()))
-        self.ctx.stop.wait(wait)
+        if nxt is None:
+            return cycles.poll_interval_seconds
+        return min(max((nxt - utcnow()).total_seconds(), 0.05), cycles.poll_max_interval_seconds)
+
+    def _sleep_until_next_poll(self, deadline: float) -> None:
+        self.ctx.stop.wait(min(self._seconds_until_next_poll(), max(0.0, deadline - time.monotonic())))
 
     def _active_profiles(self) -> list[str]:
         return sorted({s.profile for s in self.ctx.sources.values()})

@@ -104,7 +104,9 @@ class CycleSettings(_Section):
     )
     first_poll_delay_seconds: float = Field(default=3.0, ge=0, description="Wait before the first Get Submission of a submission...")
     first_poll_delay_per_document_seconds: float = Field(
-        default=0.03, ge=0, description="...plus this much per document in it (validation time grows with size)."
+        # 3 s + 10 ms per document: about when a 100-document submission has been validated
+        # (we take LHDN to need about 2 s + 10 ms per document), inside LHDN's 3-5 s polling advice.
+        default=0.01, ge=0, description="...plus this much per document in it (validation time grows with size)."
     )
     poll_min_interval_seconds: float = Field(default=3.0, ge=0, description="Never poll one submission more often (LHDN: 3-5 s).")
     poll_max_interval_seconds: float = Field(default=5.0, ge=0, description="Back-off ceiling while validation is young.")
