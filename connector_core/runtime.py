@@ -13,11 +13,14 @@ raises :class:`~connector_core.settings.ConfigError` listing every problem befor
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -30,6 +33,7 @@ from connector_core.ledger.store import utcnow
 from connector_core.pipeline.context import PipelineContext
 from connector_core.pipeline.fetch import FetchFeed, FetchReport, fetch_source
 from connector_core.pipeline.poll import poll_profile
+from connector_core.pipeline.reconcile import abandoned_before
 from connector_core.pipeline.report import report_source
 from connector_core.pipeline.submit import SubmitReport, submit_profile
 from connector_core.plugins import PluginHost
@@ -117,6 +121,25 @@ def _lock_state_dir(state_dir):
     return lock
 
 
+def _instance_id(state_dir: Path) -> str:
+    """This installation's name on the submissions it sends: created once in ``state_dir``.
+
+    Not the host name: a container restarted from the same volume gets a new one, and must still
+    know its own interrupted sends. Called with the state directory locked, so never raced."""
+    path = state_dir / "instance-id"
+    try:
+        existing = path.read_text(encoding="ascii").strip()
+    except FileNotFoundError:
+        existing = ""
+    if existing:
+        return existing
+    name = uuid.uuid4().hex
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(name + "\n", encoding="ascii")
+    os.replace(tmp, path)
+    return name
+
+
 def _refused_profiles(reports: list[SubmitReport]) -> set[str]:
     from connector_core.pipeline.submit import BatchOutcome
 
@@ -189,11 +212,11 @@ class Connector:
             self._close_clients_and_simulator()
             raise
         try:
-            self.ledger = Ledger(settings.ledger_url())
+            self.ledger = Ledger(settings.ledger_url(), sender=_instance_id(settings.state_dir))
         except Exception:
             self._state_lock.release()
             raise
-        recovered = self.ledger.recover_after_crash()
+        recovered = self.ledger.recover_after_crash(abandoned_before=abandoned_before(settings))
         if recovered:
             log.warning("%d submission(s) were being sent when the connector last stopped; they will be reconciled", recovered)
         self.ctx = PipelineContext(

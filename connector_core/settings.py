@@ -127,6 +127,12 @@ class SubmissionSettings(_Section):
     max_bytes: int = Field(default=5 * 1024 * 1024, ge=1024, le=5 * 1024 * 1024, description="Request size per submission (MyInvois: 5 MB).")
     concurrency: int = Field(default=4, ge=1, le=32, description="Submissions in flight at once; the rate policy still caps the rate.")
     poll_concurrency: int = Field(default=4, ge=1, le=32, description="Get Submission calls in flight at once.")
+    abandoned_after_seconds: float = Field(
+        # Far above any real send: a rate-limit wait (one window), a Retry-After and the HTTP timeout.
+        default=900.0,
+        ge=60,
+        description="A submission another connector sharing the ledger has been sending this long is treated as interrupted.",
+    )
 
 
 class Settings(BaseSettings):

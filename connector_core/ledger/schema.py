@@ -82,6 +82,8 @@ submissions = Table(
     Column("overall_status", String(30), nullable=True),
     Column("error", Text, nullable=True),
     Column("reconcile_attempts", Integer, nullable=False, default=0),
+    # Which connector instance (see Ledger.sender) claimed it for its current send.
+    Column("sender", String(100), nullable=True),
     Index("ix_submissions_state_profile", "state", "profile"),
     Index("ix_submissions_uid", "submission_uid"),
 )

@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from enum import Enum
 from typing import Any
 
-from sqlalchemy import Engine, and_, bindparam, create_engine, event, func, insert, literal_column, select, update
+from sqlalchemy import Engine, and_, bindparam, create_engine, event, func, insert, literal_column, or_, select, update
 from sqlalchemy.engine import make_url
 
 from connector_core.contract import FINAL_STATES, DocumentOutcome, DocumentState
@@ -142,8 +142,12 @@ class DocumentStatusUpdate:
 class Ledger:
     """All durable state. Thread-safe: each method uses its own connection and transaction."""
 
-    def __init__(self, url: str, *, echo: bool = False) -> None:
+    def __init__(self, url: str, *, sender: str | None = None, echo: bool = False) -> None:
+        """``sender`` names this connector instance on the submissions it sends (stable across
+        restarts of one installation), so that connectors sharing a ledger tell their own
+        interrupted sends from another's call in progress."""
         self.url = url
+        self.sender = sender
         self.engine = _make_engine(url, echo=echo)
         migrate.upgrade(self.engine)
 
@@ -284,6 +288,7 @@ class Ledger:
                     sent_at=now,
                     poll_count=0,
                     reconcile_attempts=0,
+                    sender=self.sender,
                 )
             ).inserted_primary_key[0]
             for start in range(0, len(doc_ids), _CHUNK):
@@ -309,7 +314,7 @@ class Ledger:
             conn.execute(
                 update(submissions)
                 .where(submissions.c.id == submission_id)
-                .values(state=SubmissionState.SENDING.value, sent_at=utcnow())
+                .values(state=SubmissionState.SENDING.value, sent_at=utcnow(), sender=self.sender)
             )
 
     def submission_accepted(
@@ -415,18 +420,42 @@ class Ledger:
             )
 
     def unresolved_submissions(self, profile: str) -> list[SubmissionRecord]:
-        """Submissions whose outcome the connector does not know: in doubt, or left in
-        ``sending`` by a crash. They are reconciled before anything new is sent."""
-        states = [SubmissionState.IN_DOUBT.value, SubmissionState.SENDING.value]
-        return self._submissions(and_(submissions.c.profile == profile, submissions.c.state.in_(states)), with_documents=True)
+        """Submissions whose outcome the connector does not know: in doubt (a lost answer, or
+        left ``sending`` by a crash: see :meth:`recover_after_crash`). They are reconciled before
+        anything new is sent. A ``sending`` one is not: its call may still be in progress, in
+        another connector sharing this ledger."""
+        return self._submissions(
+            and_(submissions.c.profile == profile, submissions.c.state == SubmissionState.IN_DOUBT.value), with_documents=True
+        )
 
-    def recover_after_crash(self) -> int:
-        """At start-up: every ``sending`` submission may have reached MyInvois: mark it in doubt."""
+    def recover_after_crash(self, *, abandoned_before: datetime) -> int:
+        """At start-up: a ``sending`` submission of ours may have reached MyInvois before we
+        stopped: mark it in doubt, to be reconciled. So is one of any sender that has been
+        sending since before ``abandoned_before`` (longer than a call can last: its sender is
+        gone). Another connector's call in progress is left to it."""
+        # No sender recorded (a ledger from before senders were named): treated as ours, the safe side.
+        ours_or_abandoned = [submissions.c.sender.is_(None), submissions.c.sent_at < abandoned_before]
+        if self.sender is not None:
+            ours_or_abandoned.append(submissions.c.sender == self.sender)
+        return self._mark_interrupted(
+            or_(*ours_or_abandoned),
+            "the connector stopped while this submission was being sent",
+        )
+
+    def recover_abandoned_sends(self, *, abandoned_before: datetime) -> int:
+        """While running: a ``sending`` submission older than any call can last was left by a
+        connector sharing this ledger that stopped and has not come back: mark it in doubt."""
+        return self._mark_interrupted(
+            submissions.c.sent_at < abandoned_before,
+            "the connector that was sending this submission stopped and did not come back",
+        )
+
+    def _mark_interrupted(self, condition, error: str) -> int:
         with self.engine.begin() as conn:
             result = conn.execute(
                 update(submissions)
-                .where(submissions.c.state == SubmissionState.SENDING.value)
-                .values(state=SubmissionState.IN_DOUBT.value, error="the connector stopped while this submission was being sent")
+                .where(submissions.c.state == SubmissionState.SENDING.value, condition)
+                .values(state=SubmissionState.IN_DOUBT.value, error=error)
             )
             return result.rowcount or 0
 

@@ -21,7 +21,7 @@ Each ERP invoice therefore ends with exactly one accepted document.
 from __future__ import annotations
 
 import logging
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from connector_core.api import ApiError, DocumentSummary
 from connector_core.contract import DocumentState
@@ -29,6 +29,7 @@ from connector_core.ledger import SubmissionRecord, SubmittedDocument
 from connector_core.ledger.store import utcnow
 from connector_core.pipeline.context import PipelineContext
 from connector_core.pipeline.submit import BatchOutcome, ReadyDocument, first_poll_at, record_submit_answer
+from connector_core.settings import Settings
 
 log = logging.getLogger("connector_core.pipeline.reconcile")
 
@@ -39,11 +40,21 @@ PROBES_PER_SUBMISSION = 3
 WINDOW_BEFORE = timedelta(minutes=2)
 
 
+def abandoned_before(settings: Settings, now: datetime | None = None) -> datetime:
+    """A submission still ``sending`` since before this was left by a connector that stopped."""
+    return (now or utcnow()) - timedelta(seconds=settings.submission.abandoned_after_seconds)
+
+
 def reconcile_profile(ctx: PipelineContext, profile: str) -> int:
     """Reconcile every unresolved submission of ``profile`` that is old enough; return how many
     were resolved (found, re-sent or closed)."""
     grace = timedelta(seconds=ctx.settings.cycles.reconcile_after_seconds)
     now = utcnow()
+    # Connectors sharing this ledger: one that stopped mid-send and never came back left its
+    # submission 'sending'; nobody else would ever reconcile it.
+    abandoned = ctx.ledger.recover_abandoned_sends(abandoned_before=abandoned_before(ctx.settings, now))
+    if abandoned:
+        log.warning("%d submission(s) left 'sending' by a connector that stopped; they will be reconciled", abandoned)
     resolved = 0
     for sub in ctx.ledger.unresolved_submissions(profile):
         if ctx.stop.is_set():

@@ -189,3 +189,26 @@ def test_one_connector_per_state_directory(tmp_path):
     finally:
         first.close()
     Connector(settings).close()  # free again once the first one stopped
+
+
+def test_an_installation_keeps_its_name_across_restarts_and_signs_its_submissions(tmp_path):
+    """The name lets connectors sharing a ledger tell their own interrupted sends from another's."""
+    from sqlalchemy import select
+
+    from connector_core.ledger.schema import submissions
+    from connector_core.runtime import Connector
+    from connector_core.settings import load_settings
+
+    settings = load_settings(demo_config(tmp_path))
+    settings = settings.model_copy(update={"state_dir": tmp_path / "state"})
+    with Connector(settings) as connector:
+        connector.run_once()
+        with connector.ledger.engine.connect() as conn:
+            senders = {row.sender for row in conn.execute(select(submissions.c.sender))}
+    name = (tmp_path / "state" / "instance-id").read_text().strip()
+    assert len(name) == 32 and senders == {name}
+    with Connector(settings) as again:
+        assert again.ledger.sender == name
+    other = settings.model_copy(update={"state_dir": tmp_path / "other-state"})
+    with Connector(other) as second_installation:
+        assert second_installation.ledger.sender not in {name, None}

@@ -109,10 +109,37 @@ def test_a_document_is_claimed_by_one_submission_only(ledger):
 def test_crash_while_sending_leaves_the_submission_in_doubt(ledger):
     ledger.record_fetched(source="s", profile="p", items=[item("A")])
     sub_id = send(ledger, ["A"])
-    assert ledger.recover_after_crash() == 1
+    assert ledger.recover_after_crash(abandoned_before=datetime.now(UTC) - timedelta(minutes=15)) == 1
     (unresolved,) = ledger.unresolved_submissions("p")
     assert unresolved.id == sub_id and unresolved.state == SubmissionState.IN_DOUBT.value
     assert [d.document for d in unresolved.documents] == ['{"doc":1}']
+
+
+def test_connectors_sharing_a_ledger_recover_only_their_own_or_abandoned_sends(ledger):
+    """Connector B starting up must not take connector A's call in progress for a crash leftover;
+    A restarting does recover it, and so does anyone once it is older than a call can last."""
+    a = Ledger(ledger.url, sender="connector-a")
+    b = Ledger(ledger.url, sender="connector-b")
+    try:
+        a.record_fetched(source="s", profile="p", items=[item("A")])
+        sub_id = send(a, ["A"])
+        recently = datetime.now(UTC) - timedelta(minutes=15)
+        assert b.recover_after_crash(abandoned_before=recently) == 0
+        assert b.recover_abandoned_sends(abandoned_before=recently) == 0
+        assert ledger.unresolved_submissions("p") == []  # still A's, still sending
+
+        assert a.recover_after_crash(abandoned_before=recently) == 1  # A restarted: its own send
+        (unresolved,) = ledger.unresolved_submissions("p")
+        assert unresolved.id == sub_id and unresolved.state == SubmissionState.IN_DOUBT.value
+
+        # A resends it (reconciliation) and stops for good: B takes over once it is abandoned.
+        a.mark_resending(sub_id)
+        assert b.recover_abandoned_sends(abandoned_before=recently) == 0
+        assert b.recover_abandoned_sends(abandoned_before=datetime.now(UTC) + timedelta(seconds=1)) == 1
+        assert [u.id for u in ledger.unresolved_submissions("p")] == [sub_id]
+    finally:
+        a.close()
+        b.close()
 
 
 def test_not_sent_documents_go_back_to_pending_with_their_bytes(ledger):
