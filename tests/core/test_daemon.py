@@ -191,8 +191,9 @@ def test_one_connector_per_state_directory(tmp_path):
     Connector(settings).close()  # free again once the first one stopped
 
 
-def test_an_installation_keeps_its_name_across_restarts_and_signs_its_submissions(tmp_path):
+def test_an_installation_keeps_its_name_across_restarts_and_signs_its_submissions(tmp_path, monkeypatch):
     """The name lets connectors sharing a ledger tell their own interrupted sends from another's."""
+    monkeypatch.chdir(tmp_path)  # the demo's CSV folders are relative to the working directory
     from sqlalchemy import select
 
     from connector_core.ledger.schema import submissions
