@@ -563,9 +563,10 @@ class Ledger:
     def unreported_outcomes(self, source: str, limit: int) -> list[tuple[int, DocumentOutcome]]:
         with self.engine.connect() as conn:
             rows = conn.execute(
-                select(documents)
+                # Only what an outcome carries: the invoice JSON and the built document are the
+                # bulk of a row (several KB each) and a write-back of 500 needs neither.
+                select(documents.c.id, *_OUTCOME_COLUMNS, submissions.c.submission_uid)
                 .join(submissions, documents.c.submission_id == submissions.c.id, isouter=True)
-                .add_columns(submissions.c.submission_uid)
                 .where(documents.c.source == source, documents.c.reported_at.is_(None), documents.c.state.in_(_FINAL))
                 .order_by(documents.c.id)
                 .limit(limit)
@@ -743,6 +744,15 @@ class Ledger:
 def _iso(value: datetime | None) -> str | None:
     value = _utc(value)
     return value.isoformat(timespec="seconds") if value else None
+
+
+_OUTCOME_COLUMNS = tuple(
+    documents.c[name]
+    for name in (
+        "source_key", "number", "version", "state", "uuid", "long_id", "validation_link",
+        "errors", "error_details", "document_type", "final_at", "fetched_at",
+    )
+)  # fmt: skip
 
 
 def _outcome(row) -> DocumentOutcome:
