@@ -130,7 +130,10 @@ def main(ctx: click.Context, config: Path | None, log_level: str | None, log_for
 @click.pass_obj
 def run(env: _Env, once: bool, as_json: bool) -> None:
     """Run the connector: as a daemon until SIGTERM/Ctrl-C, or with --once until done."""
+    from connector_core.memory import limit_malloc_arenas
     from connector_core.observability.wiring import Monitoring
+
+    limit_malloc_arenas()  # before the connector starts its threads
 
     settings = env.settings()
     monitoring = Monitoring(settings)
