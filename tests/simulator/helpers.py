@@ -36,6 +36,11 @@ INTERMEDIARY = ("demo-intermediary", "demo-intermediary-secret")
 
 FAST_VALIDATION = {"delay_seconds": 0.05, "per_document_seconds": 0.001}
 
+#: How long the polling helpers wait for a validation of a few hundredths of a second. They
+#: return as soon as it is over, so only a broken simulator ever waits this long; the margin
+#: is for a busy machine, where one request can take a second.
+FINAL_DEADLINE_SECONDS = 30.0
+
 
 def make_config(**overrides) -> SimulatorConfig:
     data = {"validation": dict(FAST_VALIDATION), "rate_limits": {"profile": "off"}}
@@ -73,7 +78,7 @@ def submit_one(client, headers, document: dict, code: str = "INV-1") -> str:
     return accepted[0]["uuid"]
 
 
-def wait_final(client, headers, submission_uid: str, timeout: float = 5.0) -> dict:
+def wait_final(client, headers, submission_uid: str, timeout: float = FINAL_DEADLINE_SECONDS) -> dict:
     """Poll Get Submission until no document is Submitted any more."""
     deadline = time.monotonic() + timeout
     while True:
@@ -84,7 +89,7 @@ def wait_final(client, headers, submission_uid: str, timeout: float = 5.0) -> di
         time.sleep(0.02)
 
 
-def details(client, headers, uuid: str, timeout: float = 5.0) -> dict:
+def details(client, headers, uuid: str, timeout: float = FINAL_DEADLINE_SECONDS) -> dict:
     """Document details once the document has left Submitted."""
     deadline = time.monotonic() + timeout
     while True:
@@ -93,7 +98,7 @@ def details(client, headers, uuid: str, timeout: float = 5.0) -> dict:
         body = response.json()
         if body["status"] != "Submitted":
             return body
-        assert time.monotonic() < deadline
+        assert time.monotonic() < deadline, f"document {uuid} still Submitted: {body}"
         time.sleep(0.02)
 
 

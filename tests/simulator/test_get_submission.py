@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from .helpers import INTERMEDIARY, TAXPAYER_2, invoice, login, make_client, submit, wait_final
+from .helpers import FINAL_DEADLINE_SECONDS, INTERMEDIARY, TAXPAYER_2, invoice, login, make_client, submit, wait_final
 
 SUMMARY_FIELDS = {
     "uuid", "submissionUid", "longId", "internalId", "typeName", "typeVersionName", "issuerTin", "issuerName",
@@ -74,13 +74,20 @@ def test_in_progress_spelling_per_style():
 
 
 def test_documents_finish_one_after_another():
-    client = make_client(validation={"delay_seconds": 0.0, "per_document_seconds": 0.5})
+    # Two seconds per document: the last one is final four seconds after the first, a margin
+    # no busy machine eats up between two polls.
+    client = make_client(validation={"delay_seconds": 0.0, "per_document_seconds": 2.0})
     headers = login(client)
     uid = submission(client, headers, [(invoice(f"O-{n}"), f"O-{n}") for n in range(3)])
     import time
 
-    time.sleep(0.6)
-    statuses = [d["status"] for d in client.get(f"/api/v1.0/documentsubmissions/{uid}", headers=headers).json()["documentSummary"]]
+    deadline = time.monotonic() + 30
+    while True:
+        summary = client.get(f"/api/v1.0/documentsubmissions/{uid}", headers=headers).json()["documentSummary"]
+        statuses = [d["status"] for d in summary]
+        if statuses[0] != "Submitted" or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
     assert statuses[0] == "Valid" and statuses[-1] == "Submitted"
 
 
@@ -147,9 +154,10 @@ async def test_in_process_through_httpx_asgi_transport():
                                      json=submission_body([(invoice("ASGI-1"), "ASGI-1")]))
         assert response.status_code == 202
         uid = response.json()["submissionUid"]
-        for _ in range(200):
+        deadline = asyncio.get_running_loop().time() + FINAL_DEADLINE_SECONDS
+        while True:
             body = (await client.get(f"/api/v1.0/documentsubmissions/{uid}", headers=headers)).json()
-            if body["overallStatus"] != "in progress":
+            if body["overallStatus"] != "in progress" or asyncio.get_running_loop().time() > deadline:
                 break
             await asyncio.sleep(0.02)
         assert body["overallStatus"] == "valid"

@@ -18,7 +18,7 @@ from connector_core.simulator import run_in_thread
 from connector_core.simulator.cli import banner, load_config, simulator_command
 from connector_core.simulator.demo import submission_body
 
-from .helpers import TAXPAYER_TIN, invoice, load_sample, make_config, prepare_sample
+from .helpers import FINAL_DEADLINE_SECONDS, TAXPAYER_TIN, invoice, load_sample, make_config, prepare_sample
 
 FORM = {"client_id": "demo-taxpayer", "client_secret": "demo-taxpayer-secret", "grant_type": "client_credentials",
         "scope": "InvoicingAPI"}
@@ -40,7 +40,7 @@ def test_run_in_thread_serves_login_submit_and_poll_to_valid():
                                    headers=headers)
             assert response.status_code == 202
             uid = response.json()["submissionUid"]
-            deadline = time.monotonic() + 5
+            deadline = time.monotonic() + FINAL_DEADLINE_SECONDS
             while (body := client.get(f"/api/v1.0/documentsubmissions/{uid}", headers=headers).json())[
                     "overallStatus"] == "in progress":
                 assert time.monotonic() < deadline
