@@ -247,13 +247,16 @@ def status(env: _Env, as_json: bool, error_count: int) -> None:
     try:
         data: dict[str, Any] = {
             "ledger": _describe_url(settings.ledger_url()),
-            "documents": ledger.counts_by_state(),
-            "unfinished": ledger.unfinished_count(),
-            "counters": ledger.counter_values(),
-            "latest_errors": ledger.latest_errors(error_count),
-            "incidents": ledger.recent_incidents(error_count),
+            "documents": ledger.status.counts_by_state(),
+            "unfinished": ledger.status.unfinished_count(),
+            "counters": ledger.journal.counter_values(),
+            "latest_errors": ledger.status.latest_errors(error_count),
+            "incidents": ledger.journal.recent_incidents(error_count),
+            "submissions": ledger.status.submission_counts(),
+            "escalated_submissions": ledger.status.escalated_submissions(error_count),
+            "writeback_refused": ledger.writeback.failing_outcomes(error_count),
         }
-        oldest = ledger.oldest_pending_fetched_at()
+        oldest = ledger.status.oldest_pending_fetched_at()
         data["oldest_unfinished_fetched_at"] = oldest.isoformat(timespec="seconds") if oldest else None
     finally:
         ledger.close()
@@ -279,6 +282,21 @@ def status(env: _Env, as_json: bool, error_count: int) -> None:
     others = {k: v for k, v in sorted(counters.items()) if k not in summarised and not k.startswith("rate_limited_429.")}
     if others:
         click.echo("Other counters: " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in others.items()))
+    if data["escalated_submissions"]:
+        click.echo("Escalated (in doubt too long; the connector stopped searching and never re-sends them):")
+        for sub in data["escalated_submissions"]:
+            click.echo(
+                f"  submission {sub['submission']} of {sub['profile']}, first sent {sub['first_sent']}, "
+                f"{sub['documents']} document(s): {', '.join(sub['invoices'])}: {sub['reason']}; "
+                "look them up on the MyInvois portal"
+            )
+    if data["writeback_refused"]:
+        click.echo("Write-back refused by the ERP (retried with back-off; the others went on):")
+        for out in data["writeback_refused"]:
+            click.echo(
+                f"  {out['invoice']} v{out['version']} ({out['state']}) of source {out['source']}, row {out['row']}: "
+                f"{out['attempts']} attempt(s), next {out['next_try']}: {out['error']}"
+            )
     if data["latest_errors"]:
         click.echo("Latest document errors:")
         for err in data["latest_errors"]:

@@ -19,6 +19,7 @@ class DocumentState(str, Enum):
     """Where a document is in its life. Final states end with a write-back to the ERP."""
 
     PENDING = "pending"  # recorded, not yet sent
+    HELD = "held"  # edited while the previous version was being submitted: waits for its outcome
     SUBMITTING = "submitting"  # about to be sent / sent, answer not yet recorded
     SUBMITTED = "submitted"  # MyInvois accepted it for validation (202)
     VALID = "valid"
@@ -26,6 +27,9 @@ class DocumentState(str, Enum):
     REJECTED = "rejected"  # refused synchronously in the submit answer (rejectedDocuments, 400/403)
     CANCELLED = "cancelled"
     LOCALLY_INVALID = "locally_invalid"  # refused by pre-validation or unreadable ERP data; never sent
+    # Edited in the ERP after MyInvois validated it: the validated document stands (its uuid is
+    # in the outcome); the clerk cancels it within the window or issues a credit or debit note.
+    CHANGED_AFTER_VALID = "changed_after_valid"
 
     @property
     def is_final(self) -> bool:
@@ -33,7 +37,14 @@ class DocumentState(str, Enum):
 
 
 FINAL_STATES = frozenset(
-    {DocumentState.VALID, DocumentState.INVALID, DocumentState.REJECTED, DocumentState.CANCELLED, DocumentState.LOCALLY_INVALID}
+    {
+        DocumentState.VALID,
+        DocumentState.INVALID,
+        DocumentState.REJECTED,
+        DocumentState.CANCELLED,
+        DocumentState.LOCALLY_INVALID,
+        DocumentState.CHANGED_AFTER_VALID,
+    }
 )
 
 

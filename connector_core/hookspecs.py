@@ -109,8 +109,13 @@ def on_submission_result(source: Source, outcomes: list[DocumentOutcome]) -> Non
     Called after each poll or submit that produced final outcomes, and again on later cycles
     for outcomes whose write-back has not succeeded. The same outcome can therefore arrive more
     than once after a crash or an error: write it idempotently, keyed by ``source_key`` and
-    ``version``. If it raises, the whole batch is retried on the next cycle; the connector never
-    marks an outcome reported until this hook returned normally.
+    ``version``. If it raises, the batch is offered again in halves, down to single outcomes, so
+    one outcome the ERP refuses (a closed period, a trigger, a constraint) does not hold back the
+    others; that one is offered again later with a back-off, named in ``status`` and raised as
+    an incident. The connector never marks an outcome reported until this hook returned
+    normally for it. Outcomes may include ``changed_after_valid``: the ERP row was edited after
+    MyInvois validated it; ``uuid`` is the validated document and ``errors`` tells the clerk to
+    cancel it or issue a credit or debit note.
     """
 
 

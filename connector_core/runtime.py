@@ -29,7 +29,7 @@ from pydantic import ValidationError
 from connector_core.api import ApiCall, Credentials, MyInvoisClient, RatePolicy, TokenCache
 from connector_core.contract import Source
 from connector_core.ledger import Ledger
-from connector_core.ledger.store import utcnow
+from connector_core.ledger import utcnow
 from connector_core.pipeline.context import PipelineContext
 from connector_core.pipeline.fetch import FetchFeed, FetchReport, fetch_source
 from connector_core.pipeline.poll import poll_profile
@@ -216,7 +216,7 @@ class Connector:
         except Exception:
             self._state_lock.release()
             raise
-        recovered = self.ledger.recover_after_crash(abandoned_before=abandoned_before(settings))
+        recovered = self.ledger.sends.recover_after_crash(abandoned_before=abandoned_before(settings))
         if recovered:
             log.warning("%d submission(s) were being sent when the connector last stopped; they will be reconciled", recovered)
         self.ctx = PipelineContext(
@@ -315,9 +315,9 @@ class Connector:
         reported = first.reported
         refused = _refused_profiles(first.submitted)
         while not self.ctx.stop.is_set():
-            remaining = self.ledger.unfinished_count(exclude_profiles=refused)
+            remaining = self.ledger.status.unfinished_count(exclude_profiles=refused)
             if progress is not None:
-                progress(self.ledger.counts_by_state())
+                progress(self.ledger.status.counts_by_state())
             if remaining == 0 or time.monotonic() > deadline:
                 break
             sent = self.submit_cycle(skip=refused)
@@ -325,7 +325,7 @@ class Connector:
             refused |= _refused_profiles(sent)
             cycle = self.poll_cycle()
             reported += cycle.reported
-            if self.ledger.unfinished_count(exclude_profiles=refused):
+            if self.ledger.status.unfinished_count(exclude_profiles=refused):
                 self._sleep_until_next_poll(deadline)
         problem = None
         if refused:
@@ -335,13 +335,13 @@ class Connector:
                 "(see 'myinvois-connector status' for the answer); its invoices stay pending"
             )
         return RunSummary(
-            counts=self.ledger.counts_by_state(),
+            counts=self.ledger.status.counts_by_state(),
             fetched=fetched,
             submissions=submissions,
             reported=reported,
             duration_s=time.monotonic() - started,
-            finished=self.ledger.unfinished_count() == 0,
-            latest_errors=self.ledger.latest_errors(20),
+            finished=self.ledger.status.unfinished_count() == 0,
+            latest_errors=self.ledger.status.latest_errors(20),
             problem=problem,
         )
 
@@ -372,7 +372,7 @@ class Connector:
     def _seconds_until_next_poll(self) -> float:
         """Until the earliest submission is due for a poll; ``poll_interval_seconds`` if none is waiting."""
         cycles = self.settings.cycles
-        nxt = self.ledger.next_poll_time()
+        nxt = self.ledger.polls.next_poll_time()
         if nxt is None:
             return cycles.poll_interval_seconds
         return min(max((nxt - utcnow()).total_seconds(), 0.05), cycles.poll_max_interval_seconds)
@@ -390,17 +390,17 @@ class Connector:
     def _count_api_call(self, call: ApiCall) -> None:
         # Only the rare events go to the ledger (a write per API call would cost more than the call).
         if call.status == 429:
-            self.ledger.increment("rate_limited_429")
-            self.ledger.increment(f"rate_limited_429.{call.endpoint.value}")
+            self.ledger.journal.increment("rate_limited_429")
+            self.ledger.journal.increment(f"rate_limited_429.{call.endpoint.value}")
         if call.endpoint.value == "login":
-            self.ledger.increment("logins" if call.status == 200 else "login_attempts_failed")
+            self.ledger.journal.increment("logins" if call.status == 200 else "login_attempts_failed")
             if call.status != 200:
                 # Every real failed attempt is an alert, whatever the cause (refused secret,
                 # identity service down, throttled): without a token nothing is sent or polled,
                 # and a 5xx or a timeout would otherwise only show in the log. The token
                 # provider's back-off bounds these to a few per minute.
                 answer = f"HTTP {call.status}" if call.status is not None else "no answer"
-                self.ledger.add_incident(
+                self.ledger.journal.add_incident(
                     "login_failed",
                     f"MyInvois login failed ({answer}, {call.error or 'error'}); the connector waits before trying again",
                     subject=None,

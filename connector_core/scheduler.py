@@ -53,7 +53,7 @@ def build_scheduler(connector: Connector, on_job_error: Callable[[str, BaseExcep
     def listener(event: JobExecutionEvent) -> None:
         if event.exception is not None:
             log.error("cycle %s failed: %s: %s", event.job_id, type(event.exception).__name__, event.exception)
-            connector.ledger.add_incident("cycle_error", f"{type(event.exception).__name__}: {event.exception}", subject=event.job_id)
+            connector.ledger.journal.add_incident("cycle_error", f"{type(event.exception).__name__}: {event.exception}", subject=event.job_id)
             if on_job_error is not None:
                 on_job_error(event.job_id, event.exception)
 

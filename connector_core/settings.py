@@ -116,6 +116,14 @@ class CycleSettings(_Section):
     reconcile_after_seconds: float = Field(
         default=15.0, ge=0, description="Wait this long after an in-doubt submit before searching for it (a slow server may still be storing it)."
     )
+    reconcile_max_attempts: int = Field(
+        default=12, ge=1, description="An in-doubt submission still unresolved after this many reconciliations is escalated to an operator."
+    )
+    reconcile_give_up_after_hours: float = Field(
+        # Well inside the 72 h after which MyInvois refuses the stored bytes anyway (their issue
+        # time is too old), so an escalated submission is never left for the window to decide.
+        default=6.0, gt=0, lt=72, description="...or when its first send is older than this: no more Search calls are spent on it."
+    )
     rebuild_after_hours: float = Field(
         default=48.0, gt=0, lt=72, description="A built but never-sent document older than this is rebuilt with a fresh issue time (MyInvois refuses 72 h)."
     )
@@ -131,7 +139,7 @@ class SubmissionSettings(_Section):
         # Far above any real send: a rate-limit wait (one window), a Retry-After and the HTTP timeout.
         default=900.0,
         ge=60,
-        description="A submission another connector sharing the ledger has been sending this long is treated as interrupted.",
+        description="A submission another connector sharing the ledger has held (sending, re-sending, reconciling) this long is treated as interrupted.",
     )
 
 

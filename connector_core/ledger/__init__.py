@@ -1,23 +1,30 @@
 """Durable per-document state: see :mod:`connector_core.ledger.store`."""
 
-from connector_core.ledger.store import (
+from connector_core.ledger.database import utcnow
+from connector_core.ledger.records import (
+    BuiltDocument,
     DocumentStatusUpdate,
     FetchedItem,
-    Ledger,
     PendingDocument,
     RecordSummary,
     SubmissionRecord,
-    SubmissionState,
     SubmittedDocument,
 )
+from connector_core.ledger.sends import Claim
+from connector_core.ledger.states import Moved, SubmissionState
+from connector_core.ledger.store import Ledger
 
 __all__ = [
+    "BuiltDocument",
+    "Claim",
     "DocumentStatusUpdate",
     "FetchedItem",
     "Ledger",
+    "Moved",
     "PendingDocument",
     "RecordSummary",
     "SubmissionRecord",
     "SubmissionState",
     "SubmittedDocument",
+    "utcnow",
 ]

@@ -8,7 +8,7 @@ statements, and the benchmarks hold it to well under a millisecond of CPU per do
 from __future__ import annotations
 
 from sqlalchemy.dialects import mysql
-from sqlalchemy import Column, DateTime, ForeignKey, Index, Integer, MetaData, String, Table, Text, UniqueConstraint
+from sqlalchemy import Boolean, Column, DateTime, ForeignKey, Index, Integer, MetaData, String, Table, Text, UniqueConstraint
 
 # Documents reach 300 KB: MariaDB's TEXT stops at 64 KB.
 LONG_TEXT = Text().with_variant(mysql.LONGTEXT(), "mysql", "mariadb")
@@ -56,11 +56,18 @@ documents = Table(
     Column("submitted_at", DateTime(timezone=True), nullable=True),
     Column("final_at", DateTime(timezone=True), nullable=True),
     Column("reported_at", DateTime(timezone=True), nullable=True),
+    # Rejected because the whole batch was refused (400/403): not about this invoice's content.
+    Column("refused_as_batch", Boolean, nullable=False, default=False),
+    # Write-back of this outcome failed: how often, why, and when it is offered again.
+    Column("report_attempts", Integer, nullable=False, default=0),
+    Column("report_error", Text, nullable=True),
+    Column("next_report_at", DateTime(timezone=True), nullable=True),
     UniqueConstraint("source", "source_key", "version", name="uq_documents_source_key_version"),
     Index("ix_documents_state_profile", "state", "profile"),
     Index("ix_documents_submission_id", "submission_id"),
     Index("ix_documents_uuid", "uuid"),
     Index("ix_documents_unreported", "source", "reported_at", "state"),
+    Index("ix_documents_profile_number", "profile", "number"),
 )
 
 #: One row per submit request. ``state`` tells what the connector knows about its outcome.
@@ -84,6 +91,11 @@ submissions = Table(
     Column("reconcile_attempts", Integer, nullable=False, default=0),
     # Which connector instance (see Ledger.sender) claimed it for its current send.
     Column("sender", String(100), nullable=True),
+    # When the current holder claimed it (send, re-send, reconciliation): older than any call
+    # can last means its connector stopped.
+    Column("claimed_at", DateTime(timezone=True), nullable=True),
+    # The reconciliation search window starts here, however often it was re-sent.
+    Column("first_sent_at", DateTime(timezone=True), nullable=True),
     Index("ix_submissions_state_profile", "state", "profile"),
     Index("ix_submissions_uid", "submission_uid"),
 )

@@ -85,6 +85,25 @@ class ConnectorMetrics:
             "document_fetch_to_final_seconds", "Time from fetching an invoice to its final state, by final state.",
             ["state"], buckets=FETCH_TO_FINAL_BUCKETS, namespace=ns, registry=r,
         )
+        self._open_submissions = Gauge(
+            "open_submissions", "Submissions not yet done, by state (in_doubt, reconciling, escalated ...).",
+            ["state"], namespace=ns, registry=r,
+        )
+        self._escalated = Counter(
+            "submissions_escalated", "In-doubt submissions handed to an operator (no more Search calls).",
+            ["profile"], namespace=ns, registry=r,
+        )
+        self._writeback_failures = Counter(
+            "writeback_failures", "Outcomes the ERP refused to take (each retried on its own with back-off).",
+            ["source"], namespace=ns, registry=r,
+        )
+        self._lost_claims = Counter(
+            "lost_claims", "Documents another writer claimed or changed first (a race lost safely, nothing sent).",
+            namespace=ns, registry=r,
+        )
+        self._rate_backend_down = Gauge(
+            "rate_backend_down", "1 while the rate-limit backend fails and sending is paused.", namespace=ns, registry=r,
+        )
         # Every state exists from the start at 0, so dashboards and alerts see the series
         # before the first document ever reaches it.
         for state in DocumentState:
@@ -100,6 +119,26 @@ class ConnectorMetrics:
             values[DocumentState(state).value] = count
         for state, count in values.items():
             self._documents.labels(state=state).set(count)
+
+    def set_open_submissions(self, counts: Mapping[str, int]) -> None:
+        """Submissions by state, for the states that are not the end of a submission's life."""
+        from connector_core.ledger.states import SubmissionState
+
+        for state in SubmissionState:
+            if not state.is_final:
+                self._open_submissions.labels(state=state.value).set(counts.get(state.value, 0))
+
+    def submission_escalated(self, profile: str) -> None:
+        self._escalated.labels(profile=profile).inc()
+
+    def writeback_failed(self, source: str) -> None:
+        self._writeback_failures.labels(source=source).inc()
+
+    def claims_lost(self, documents: int) -> None:
+        self._lost_claims.inc(documents)
+
+    def set_rate_backend_down(self, down: bool) -> None:
+        self._rate_backend_down.set(1 if down else 0)
 
     def set_oldest_pending_age(self, seconds: float | None) -> None:
         """Age of the oldest document not yet final; ``None`` or 0 when there is none."""

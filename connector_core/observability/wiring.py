@@ -89,6 +89,16 @@ class Monitoring:
             self.metrics.cycle_finished(fields["cycle"], fields["duration_s"], ok=fields.get("ok", True))
         elif event == "login_failed":
             sentry.capture_login_failure(fields["profile"], fields["error"])
+        elif event == "submission_escalated":
+            self.metrics.submission_escalated(fields["profile"])
+        elif event == "writeback_refused":
+            self.metrics.writeback_failed(fields["source"])
+        elif event == "claims_lost":
+            self.metrics.claims_lost(fields["documents"])
+        elif event == "rate_backend_down":
+            self.metrics.set_rate_backend_down(True)
+        elif event == "rate_backend_back":
+            self.metrics.set_rate_backend_down(False)
         elif event == "plugin_error":
             sentry.capture_plugin_error(fields["plugin"], fields["hook"], fields.get("source"), fields["error"])
 
@@ -102,11 +112,12 @@ class Monitoring:
 
     def refresh(self, ledger) -> None:
         """Gauges that come from the ledger, and submissions stuck in validation."""
-        self.metrics.set_document_counts(ledger.counts_by_state())
-        oldest = ledger.oldest_pending_fetched_at()
+        self.metrics.set_document_counts(ledger.status.counts_by_state())
+        self.metrics.set_open_submissions(ledger.status.submission_counts())
+        oldest = ledger.status.oldest_pending_fetched_at()
         self.metrics.set_oldest_pending_age((datetime.now(UTC) - oldest).total_seconds() if oldest else None)
         limit = self.settings.observability.stuck_submission_seconds
-        for profile, uids, age in ledger.stuck_submissions(datetime.now(UTC) - timedelta(seconds=limit)):
+        for profile, uids, age in ledger.status.stuck_submissions(datetime.now(UTC) - timedelta(seconds=limit)):
             new = [u for u in uids if u not in self._stuck_reported]
             if new:
                 self._stuck_reported.update(new)

@@ -29,6 +29,9 @@ class PipelineContext:
     stop: threading.Event = field(default_factory=threading.Event)
     #: Called with (event_name, fields) for metrics and Sentry; never with secrets.
     observers: list[Callable[[str, dict[str, Any]], None]] = field(default_factory=list)
+    #: Set while the rate-limit backend is failing: one incident when it starts, a line when it ends.
+    rate_backend_down: bool = False
+    incident_lock: threading.Lock = field(default_factory=threading.Lock)
 
     def emit(self, event: str, **fields: Any) -> None:
         for observer in self.observers:
@@ -40,6 +43,6 @@ class PipelineContext:
     def report_hook_failure(self, failure: HookFailed) -> None:
         """A plugin hook raised: log it, keep it for `status`, tell the observers, go on."""
         log.error("%s", failure, exc_info=failure.error)
-        self.ledger.add_incident("plugin_error", str(failure), subject=failure.source)
-        self.ledger.increment("plugin_errors")
+        self.ledger.journal.add_incident("plugin_error", str(failure), subject=failure.source)
+        self.ledger.journal.increment("plugin_errors")
         self.emit("plugin_error", plugin=failure.plugin, hook=failure.hook, source=failure.source, error=failure.error)

@@ -114,21 +114,35 @@ def fetch_source(ctx: PipelineContext, source: Source, feed: FetchFeed | None = 
 def _record_page(
     ctx: PipelineContext, source: Source, page: list[FetchedItem], report: FetchReport, feed: FetchFeed | None
 ) -> None:
-    summary = ctx.ledger.record_fetched(source=source.name, profile=source.profile, items=page)
+    summary = ctx.ledger.intake.record_fetched(source=source.name, profile=source.profile, items=page)
     if feed is not None:
         feed.page_recorded()
     report.recorded += summary.recorded
     report.unchanged += summary.unchanged
     report.locally_invalid += summary.locally_invalid
     for key in summary.changed_after_submit:
-        message = (
-            f"invoice {key} of source {source.name} changed in the ERP after it was submitted to MyInvois; "
-            "the submitted version stands: issue a credit or debit note instead of editing it"
+        log.warning(
+            "invoice %s of source %s changed in the ERP while MyInvois has its previous version; the change waits for "
+            "that version's outcome: sent if it ends invalid, reported as changed after validation if it ends valid",
+            key,
+            source.name,
         )
-        log.warning("%s", message)
         report.changed_after_submit.append(key)
-    if summary.changed_after_submit:
-        ctx.ledger.add_incident("changed_after_submit", "; ".join(summary.changed_after_submit[:20]), subject=source.name)
+    for key in summary.changed_after_valid:
+        log.warning(
+            "invoice %s of source %s changed in the ERP after MyInvois validated it; the validated document stands: "
+            "cancel it within 72 hours of validation, or issue a credit or debit note",
+            key,
+            source.name,
+        )
+    if summary.changed_after_valid:
+        ctx.ledger.journal.add_incident("changed_after_valid", "; ".join(summary.changed_after_valid[:20]), subject=source.name)
+    if summary.number_taken:
+        ctx.ledger.journal.add_incident(
+            "duplicate_number",
+            "invoice number already used by another row: " + "; ".join(summary.number_taken[:20]),
+            subject=source.name,
+        )
     ctx.emit("fetched", source=source.name, recorded=summary.recorded, locally_invalid=summary.locally_invalid)
     try:
         ctx.host.on_invoices_recorded(source, [item.source_key for item in page])

@@ -255,8 +255,8 @@ def test_fetch_pending_invoices_is_called_only_on_the_plugin_owning_the_kind(ctx
     assert alpha.fetch_calls == ["src-a"]
     assert beta.fetch_calls == []
     assert beta.recorded_calls == []
-    assert {d["source_key"] for d in ctx.ledger.find_documents()} == {"A-1", "A-2"}
-    assert {d["source"] for d in ctx.ledger.find_documents()} == {"src-a"}
+    assert {d["source_key"] for d in ctx.ledger.status.find_documents()} == {"A-1", "A-2"}
+    assert {d["source"] for d in ctx.ledger.status.find_documents()} == {"src-a"}
 
 
 def test_fetch_pending_invoices_of_an_unknown_kind_is_a_plugin_error(ctx_factory):
@@ -288,14 +288,14 @@ def test_fetch_pending_invoices_raising_plugin_is_reported_and_another_source_is
 
     assert bad_report.failed and bad_report.recorded == 0
     assert not good_report.failed and good_report.recorded == 13
-    documents = ctx.ledger.find_documents()
+    documents = ctx.ledger.status.find_documents()
     assert {d["source"] for d in documents} == {"shop-fetch"}
     assert len(documents) == 13
-    incidents = ctx.ledger.recent_incidents()
+    incidents = ctx.ledger.journal.recent_incidents()
     assert incidents[0]["kind"] == "plugin_error"
     assert incidents[0]["subject"] == "warehouse"
     assert "plugin 'broken-erp' failed in fetch_pending_invoices for source 'warehouse'" in incidents[0]["message"]
-    assert ctx.ledger.counter_values()["plugin_errors"] == 1
+    assert ctx.ledger.journal.counter_values()["plugin_errors"] == 1
 
     # The next cycle calls the hook again.
     fetch_source(ctx, bad)
@@ -311,8 +311,8 @@ def test_fetch_pending_invoices_failing_midway_keeps_what_was_read_before(ctx_fa
     report = fetch_source(ctx, source)
 
     assert report.failed
-    assert sorted(d["source_key"] for d in ctx.ledger.find_documents()) == ["F-1", "F-2"]
-    assert "failed in fetch_pending_invoices for source 'flaky-src': OSError: connection reset" in ctx.ledger.recent_incidents()[0]["message"]
+    assert sorted(d["source_key"] for d in ctx.ledger.status.find_documents()) == ["F-1", "F-2"]
+    assert "failed in fetch_pending_invoices for source 'flaky-src': OSError: connection reset" in ctx.ledger.journal.recent_incidents()[0]["message"]
 
 
 def test_fetch_pending_invoices_stops_reading_at_the_limit(ctx_factory):
@@ -325,7 +325,7 @@ def test_fetch_pending_invoices_stops_reading_at_the_limit(ctx_factory):
     report = fetch_source(ctx, source)
 
     assert report.fetched == 4
-    assert sorted(d["source_key"] for d in ctx.ledger.find_documents()) == ["M-0", "M-1", "M-2", "M-3"]
+    assert sorted(d["source_key"] for d in ctx.ledger.status.find_documents()) == ["M-0", "M-1", "M-2", "M-3"]
 
 
 def test_fetch_pending_invoices_must_yield_invoices_or_rejected_records(ctx_factory):
@@ -337,8 +337,8 @@ def test_fetch_pending_invoices_must_yield_invoices_or_rejected_records(ctx_fact
     report = fetch_source(ctx, source)
 
     assert report.failed
-    assert [d["source_key"] for d in ctx.ledger.find_documents()] == ["S-1"]
-    assert "must yield Invoice or RejectedRecord objects, got dict" in ctx.ledger.recent_incidents()[0]["message"]
+    assert [d["source_key"] for d in ctx.ledger.status.find_documents()] == ["S-1"]
+    assert "must yield Invoice or RejectedRecord objects, got dict" in ctx.ledger.journal.recent_incidents()[0]["message"]
 
 
 def test_fetch_pending_invoices_same_content_twice_is_recorded_once(ctx_factory):
@@ -350,7 +350,7 @@ def test_fetch_pending_invoices_same_content_twice_is_recorded_once(ctx_factory)
     first, second = fetch_source(ctx, source), fetch_source(ctx, source)
 
     assert (first.recorded, second.recorded, second.unchanged) == (1, 0, 1)
-    assert len(ctx.ledger.find_documents()) == 1
+    assert len(ctx.ledger.status.find_documents()) == 1
 
 
 # --- on_invoices_recorded -------------------------------------------------------------------
@@ -367,7 +367,7 @@ def test_on_invoices_recorded_gets_the_recorded_keys_after_the_ledger_commit(tmp
             # A separate connection sees the rows only if the ledger already committed them.
             other = Ledger(ledger_url)
             try:
-                seen_committed.append({d["source_key"] for d in other.find_documents(source=source.name)})
+                seen_committed.append({d["source_key"] for d in other.status.find_documents(source=source.name)})
             finally:
                 other.close()
 
@@ -413,8 +413,8 @@ def test_on_invoices_recorded_raising_is_reported_and_the_invoices_stay_recorded
 
     assert report.recorded == 2
     assert not report.failed  # the fetch itself succeeded
-    assert sorted(d["source_key"] for d in ctx.ledger.find_documents()) == ["R-1", "R-2"]
-    message = ctx.ledger.recent_incidents()[0]["message"]
+    assert sorted(d["source_key"] for d in ctx.ledger.status.find_documents()) == ["R-1", "R-2"]
+    message = ctx.ledger.journal.recent_incidents()[0]["message"]
     assert "plugin 'archiver' failed in on_invoices_recorded for source 'archive-src': PermissionError" in message
 
     # Offered again next cycle: nothing is recorded twice, and the plugin hears the keys again.
@@ -445,7 +445,7 @@ def test_on_submission_result_marks_outcomes_reported_only_after_the_hook_return
         @hookimpl
         def on_submission_result(self, source, outcomes):
             super().on_submission_result(source, outcomes)
-            unreported_during_call.append(len(ctx.ledger.unreported_outcomes(source.name, limit=100)))
+            unreported_during_call.append(len(ctx.ledger.writeback.unreported_outcomes(source.name, limit=100)))
 
     # Locally invalid documents are final at once: no API call is needed to produce outcomes.
     bad_invoice = make_invoice(source_key="X-2", number="X-2", currency="MYX")
@@ -458,7 +458,7 @@ def test_on_submission_result_marks_outcomes_reported_only_after_the_hook_return
     assert report_source(ctx, source) == 2
 
     assert unreported_during_call == [2]  # while the hook ran, nothing was marked yet
-    assert ctx.ledger.unreported_outcomes(source.name, limit=100) == []
+    assert ctx.ledger.writeback.unreported_outcomes(source.name, limit=100) == []
     (name, outcomes), = plugin.result_calls
     assert name == "writes-src"
     assert [(o.source_key, o.version, o.state) for o in outcomes] == [
@@ -473,7 +473,7 @@ def test_on_submission_result_marks_outcomes_reported_only_after_the_hook_return
     assert len(plugin.result_calls) == 1
 
 
-def test_on_submission_result_raising_gets_the_same_outcomes_again_next_time(ctx_factory):
+def test_on_submission_result_raising_gets_the_same_outcomes_again_in_smaller_batches(ctx_factory):
     class FailsOnce(KindPlugin):
         failures_left = 1
 
@@ -490,18 +490,39 @@ def test_on_submission_result_raising_gets_the_same_outcomes_again_next_time(ctx
     ctx = ctx_factory(host, [source])
     fetch_source(ctx, source)
 
-    assert report_source(ctx, source) == 0
-    assert len(ctx.ledger.unreported_outcomes(source.name, limit=100)) == 2
-    incident = ctx.ledger.recent_incidents()[0]
-    assert incident["kind"] == "plugin_error"
-    assert "plugin 'erp-writer' failed in on_submission_result for source 'writeback-src': OSError" in incident["message"]
+    # The batch failed; each half was offered again at once, and each was taken.
+    assert report_source(ctx, source) == 2
+    whole, *halves = (outcomes for _, outcomes in plugin.result_calls)
+    assert [o.source_key for o in whole] == ["Y-1", "Y-2"]
+    assert [[o.source_key for o in half] for half in halves] == [["Y-1"], ["Y-2"]]
+    assert [(o.version, o.state, o.errors) for o in whole] == [(o.version, o.state, o.errors) for half in halves for o in half]
+    assert ctx.ledger.writeback.unreported_outcomes(source.name, limit=100) == []
+    assert ctx.ledger.writeback.failing_outcomes() == []
+
+
+def test_on_submission_result_refusing_one_outcome_holds_back_only_that_one(ctx_factory):
+    class RefusesY2(KindPlugin):
+        @hookimpl
+        def on_submission_result(self, source, outcomes):
+            if any(o.source_key == "Y-2" for o in outcomes):
+                raise OSError("period closed for Y-2")
+            super().on_submission_result(source, outcomes)
+
+    plugin = RefusesY2("erp-writer", "writeback", [rejected("Y-1"), rejected("Y-2"), rejected("Y-3")])
+    host = PluginHost(load_entry_points=False, extra_plugins=(plugin,))
+    source = test_source("writeback-src", "writeback")
+    ctx = ctx_factory(host, [source])
+    fetch_source(ctx, source)
 
     assert report_source(ctx, source) == 2
-    first, second = (outcomes for _, outcomes in plugin.result_calls)
-    assert [(o.source_key, o.version, o.state, o.errors) for o in first] == [
-        (o.source_key, o.version, o.state, o.errors) for o in second
-    ]
-    assert ctx.ledger.unreported_outcomes(source.name, limit=100) == []
+    (failing,) = ctx.ledger.writeback.failing_outcomes()
+    assert (failing["row"], failing["attempts"]) == ("Y-2", 1) and "period closed" in failing["error"]
+    incident = ctx.ledger.journal.recent_incidents()[0]
+    assert incident["kind"] == "writeback_refused"
+    assert "Y-2" in incident["message"] and "OSError" in incident["message"]
+    # Backed off: the next cycle does not offer it again yet, and nothing else is waiting.
+    assert report_source(ctx, source) == 0
+    assert ctx.ledger.writeback.failing_outcomes()[0]["attempts"] == 1
 
 
 def test_on_submission_result_is_called_only_on_the_owner_of_each_source(ctx_factory):
@@ -525,7 +546,7 @@ def test_on_submission_result_csv_plugin_writes_each_outcome_once(tmp_path, ctx_
     source = csv_source(tmp_path, "shop-results")
     ctx = ctx_factory(host, [source])
     fetch_source(ctx, source)
-    pending = ctx.ledger.unreported_outcomes(source.name, limit=100)
+    pending = ctx.ledger.writeback.unreported_outcomes(source.name, limit=100)
     outcomes = [o for _, o in pending]
     assert {o.number for o in outcomes} == {"DEMO-INV-1007", "DEMO-INV-1008"}
 
@@ -552,7 +573,7 @@ def test_fetch_pending_invoices_csv_plugin_offers_a_corrected_invoice_again_as_a
     report = fetch_source(ctx, source)
 
     assert (report.recorded, report.unchanged) == (1, 10)
-    versions = [(d["version"], d["state"]) for d in ctx.ledger.find_documents(number="DEMO-INV-1008")]
+    versions = [(d["version"], d["state"]) for d in ctx.ledger.status.find_documents(number="DEMO-INV-1008")]
     assert versions == [(1, "locally_invalid"), (2, "pending")]
     assert list(options.inbox.glob("*.csv")) == []
     assert sorted(p.name for p in options.archive.iterdir()) == [

@@ -8,7 +8,7 @@ import pytest
 from sqlalchemy import text
 
 from connector_core.contract import DocumentState
-from connector_core.ledger import DocumentStatusUpdate, FetchedItem, Ledger, SubmissionState
+from connector_core.ledger import BuiltDocument, DocumentStatusUpdate, FetchedItem, Ledger, SubmissionState
 from connector_core.ledger import migrate
 from connector_core.ledger.schema import metadata
 
@@ -42,12 +42,16 @@ def item(key: str, fingerprint: str = "a", problems: list[str] | None = None) ->
     )
 
 
-def send(ledger: Ledger, keys: list[str], profile: str = "p") -> int:
-    pending = [d for d in ledger.pending_documents(profile, 100) if d.source_key in keys]
-    ledger.store_built([(d.id, '{"doc":1}', "h" * 64, datetime.now(UTC)) for d in pending])
-    sub_id, claimed = ledger.open_submission(profile=profile, doc_ids=[d.id for d in pending])
-    assert len(claimed) == len(pending)
-    return sub_id
+def built(pending, content: str = '{"doc":1}') -> list[BuiltDocument]:
+    now = datetime.now(UTC).replace(microsecond=0)
+    return [BuiltDocument(d.id, d.number, d.fingerprint, content, "h" * 64, now, fresh=True) for d in pending]
+
+
+def send(ledger: Ledger, keys: list[str], profile: str = "p", content: str = '{"doc":1}') -> int:
+    pending = [d for d in ledger.sends.pending_documents(profile, 100) if d.source_key in keys]
+    claim = ledger.sends.claim(profile=profile, built=built(pending, content))
+    assert len(claim.claimed) == len(pending) and claim.lost == []
+    return claim.submission_id
 
 
 def test_schema_is_at_the_head_revision(ledger):
@@ -57,60 +61,65 @@ def test_schema_is_at_the_head_revision(ledger):
 
 
 def test_same_invoice_fetched_twice_is_recorded_once(ledger):
-    first = ledger.record_fetched(source="s", profile="p", items=[item("A"), item("B")])
-    again = ledger.record_fetched(source="s", profile="p", items=[item("A"), item("B")])
+    first = ledger.intake.record_fetched(source="s", profile="p", items=[item("A"), item("B")])
+    again = ledger.intake.record_fetched(source="s", profile="p", items=[item("A"), item("B")])
     assert (first.new, again.new, again.unchanged) == (2, 0, 2)
-    assert ledger.counts_by_state() == {"pending": 2}
+    assert ledger.status.counts_by_state() == {"pending": 2}
 
 
 def test_pending_invoice_changed_in_the_erp_is_updated_in_place(ledger):
-    ledger.record_fetched(source="s", profile="p", items=[item("A")])
-    summary = ledger.record_fetched(source="s", profile="p", items=[item("A", "b")])
+    ledger.intake.record_fetched(source="s", profile="p", items=[item("A")])
+    summary = ledger.intake.record_fetched(source="s", profile="p", items=[item("A", "b")])
     assert summary.updated == 1
-    (doc,) = ledger.find_documents(source="s")
+    (doc,) = ledger.status.find_documents(source="s")
     assert (doc["version"], doc["fingerprint"]) == (1, "b" * 64)
 
 
 def test_changed_invoice_after_invalid_becomes_a_new_version(ledger):
-    ledger.record_fetched(source="s", profile="p", items=[item("A")])
+    ledger.intake.record_fetched(source="s", profile="p", items=[item("A")])
     sub_id = send(ledger, ["A"])
-    ledger.submission_accepted(sub_id, submission_uid="SUB1", accepted=[("A", "U1")], rejected=[], next_poll_at=datetime.now(UTC))
-    ledger.record_poll(sub_id, overall_status="invalid", updates=[DocumentStatusUpdate("U1", DocumentState.INVALID, errors=["bad TIN"])], next_poll_at=None)
-    unchanged = ledger.record_fetched(source="s", profile="p", items=[item("A")])
+    ledger.sends.submission_accepted(sub_id, submission_uid="SUB1", accepted=[("A", "U1")], rejected=[], next_poll_at=datetime.now(UTC))
+    ledger.polls.record_poll(sub_id, overall_status="invalid", updates=[DocumentStatusUpdate("U1", DocumentState.INVALID, errors=["bad TIN"])], next_poll_at=None)
+    unchanged = ledger.intake.record_fetched(source="s", profile="p", items=[item("A")])
     assert unchanged.unchanged == 1
-    changed = ledger.record_fetched(source="s", profile="p", items=[item("A", "c")])
+    changed = ledger.intake.record_fetched(source="s", profile="p", items=[item("A", "c")])
     assert changed.new_versions == 1
-    versions = [(d["version"], d["state"]) for d in ledger.find_documents(source="s")]
+    versions = [(d["version"], d["state"]) for d in ledger.status.find_documents(source="s")]
     assert versions == [(1, "invalid"), (2, "pending")]
 
 
-def test_changed_invoice_after_submission_is_not_recorded_and_is_reported(ledger):
-    ledger.record_fetched(source="s", profile="p", items=[item("A")])
+def test_changed_invoice_after_submission_is_held_and_reported(ledger):
+    ledger.intake.record_fetched(source="s", profile="p", items=[item("A")])
     send(ledger, ["A"])
-    summary = ledger.record_fetched(source="s", profile="p", items=[item("A", "z")])
+    summary = ledger.intake.record_fetched(source="s", profile="p", items=[item("A", "z")])
     assert summary.changed_after_submit == ["A"] and summary.recorded == 0
+    versions = [(d["version"], d["state"]) for d in ledger.status.find_documents(source="s")]
+    assert versions == [(1, "submitting"), (2, "held")]
 
 
 def test_locally_invalid_is_final_with_its_problems(ledger):
-    ledger.record_fetched(source="s", profile="p", items=[item("A", problems=["buyer.phone: missing"])])
-    ((_, outcome),) = ledger.unreported_outcomes("s", 10)
+    ledger.intake.record_fetched(source="s", profile="p", items=[item("A", problems=["buyer.phone: missing"])])
+    ((_, outcome),) = ledger.writeback.unreported_outcomes("s", 10)
     assert outcome.state is DocumentState.LOCALLY_INVALID and outcome.errors == ["buyer.phone: missing"]
 
 
 def test_a_document_is_claimed_by_one_submission_only(ledger):
-    ledger.record_fetched(source="s", profile="p", items=[item("A"), item("B")])
-    pending = ledger.pending_documents("p", 10)
-    first, claimed_first = ledger.open_submission(profile="p", doc_ids=[d.id for d in pending])
-    second, claimed_second = ledger.open_submission(profile="p", doc_ids=[d.id for d in pending])
-    assert len(claimed_first) == 2 and claimed_second == []
-    assert {d.state for d in ledger.documents_of(first)} == {"submitting"}
+    ledger.intake.record_fetched(source="s", profile="p", items=[item("A"), item("B")])
+    pending = ledger.sends.pending_documents("p", 10)
+    first = ledger.sends.claim(profile="p", built=built(pending))
+    second = ledger.sends.claim(profile="p", built=built(pending, '{"doc":2}'))
+    assert len(first.claimed) == 2 and not second.won and second.lost == [d.id for d in pending]
+    assert {d.state for d in ledger.polls.documents_of(first.submission_id)} == {"submitting"}
+    # The loser opened nothing, and the bytes kept are the winner's.
+    assert len(ledger.status.find_submissions()) == 1
+    assert {d.document for d in ledger.polls.documents_of(first.submission_id)} == {'{"doc":1}'}
 
 
 def test_crash_while_sending_leaves_the_submission_in_doubt(ledger):
-    ledger.record_fetched(source="s", profile="p", items=[item("A")])
+    ledger.intake.record_fetched(source="s", profile="p", items=[item("A")])
     sub_id = send(ledger, ["A"])
-    assert ledger.recover_after_crash(abandoned_before=datetime.now(UTC) - timedelta(minutes=15)) == 1
-    (unresolved,) = ledger.unresolved_submissions("p")
+    assert ledger.sends.recover_after_crash(abandoned_before=datetime.now(UTC) - timedelta(minutes=15)) == 1
+    (unresolved,) = ledger.sends.unresolved_submissions("p")
     assert unresolved.id == sub_id and unresolved.state == SubmissionState.IN_DOUBT.value
     assert [d.document for d in unresolved.documents] == ['{"doc":1}']
 
@@ -121,76 +130,78 @@ def test_connectors_sharing_a_ledger_recover_only_their_own_or_abandoned_sends(l
     a = Ledger(ledger.url, sender="connector-a")
     b = Ledger(ledger.url, sender="connector-b")
     try:
-        a.record_fetched(source="s", profile="p", items=[item("A")])
+        a.intake.record_fetched(source="s", profile="p", items=[item("A")])
         sub_id = send(a, ["A"])
         recently = datetime.now(UTC) - timedelta(minutes=15)
-        assert b.recover_after_crash(abandoned_before=recently) == 0
-        assert b.recover_abandoned_sends(abandoned_before=recently) == 0
-        assert ledger.unresolved_submissions("p") == []  # still A's, still sending
+        assert b.sends.recover_after_crash(abandoned_before=recently) == 0
+        assert b.sends.recover_abandoned(abandoned_before=recently) == 0
+        assert ledger.sends.unresolved_submissions("p") == []  # still A's, still sending
 
-        assert a.recover_after_crash(abandoned_before=recently) == 1  # A restarted: its own send
-        (unresolved,) = ledger.unresolved_submissions("p")
+        assert a.sends.recover_after_crash(abandoned_before=recently) == 1  # A restarted: its own send
+        (unresolved,) = ledger.sends.unresolved_submissions("p")
         assert unresolved.id == sub_id and unresolved.state == SubmissionState.IN_DOUBT.value
 
         # A resends it (reconciliation) and stops for good: B takes over once it is abandoned.
-        a.mark_resending(sub_id)
-        assert b.recover_abandoned_sends(abandoned_before=recently) == 0
-        assert b.recover_abandoned_sends(abandoned_before=datetime.now(UTC) + timedelta(seconds=1)) == 1
-        assert [u.id for u in ledger.unresolved_submissions("p")] == [sub_id]
+        assert a.sends.take_reconciliation(sub_id).won
+        assert a.sends.start_resend(sub_id).won
+        assert b.sends.take_reconciliation(sub_id).lost  # A holds it
+        assert b.sends.recover_abandoned(abandoned_before=recently) == 0
+        assert b.sends.recover_abandoned(abandoned_before=datetime.now(UTC) + timedelta(seconds=1)) == 1
+        assert [u.id for u in ledger.sends.unresolved_submissions("p")] == [sub_id]
     finally:
         a.close()
         b.close()
 
 
 def test_not_sent_documents_go_back_to_pending_with_their_bytes(ledger):
-    ledger.record_fetched(source="s", profile="p", items=[item("A")])
+    ledger.intake.record_fetched(source="s", profile="p", items=[item("A")])
     sub_id = send(ledger, ["A"])
-    ledger.submission_not_sent(sub_id, "connection refused")
-    (doc,) = ledger.pending_documents("p", 10)
+    ledger.sends.submission_not_sent(sub_id, "connection refused")
+    (doc,) = ledger.sends.pending_documents("p", 10)
     assert doc.document == '{"doc":1}' and doc.document_hash == "h" * 64
 
 
 def test_poll_closes_the_submission_when_every_document_is_final(ledger):
-    ledger.record_fetched(source="s", profile="p", items=[item("A"), item("B")])
+    ledger.intake.record_fetched(source="s", profile="p", items=[item("A"), item("B")])
     sub_id = send(ledger, ["A", "B"])
     due_at = datetime.now(UTC) - timedelta(seconds=1)
-    ledger.submission_accepted(sub_id, submission_uid="SUB1", accepted=[("A", "U1"), ("B", "U2")], rejected=[], next_poll_at=due_at)
-    (due,) = ledger.submissions_due("p", datetime.now(UTC), 10)
+    ledger.sends.submission_accepted(sub_id, submission_uid="SUB1", accepted=[("A", "U1"), ("B", "U2")], rejected=[], next_poll_at=due_at)
+    (due,) = ledger.polls.submissions_due("p", datetime.now(UTC), 10)
     later = datetime.now(UTC) + timedelta(seconds=5)
-    ledger.record_poll(due.id, overall_status="in progress", updates=[DocumentStatusUpdate("U1", DocumentState.VALID, long_id="L1")], next_poll_at=later)
-    assert ledger.submissions_due("p", datetime.now(UTC), 10) == []
-    ledger.record_poll(due.id, overall_status="partially valid", updates=[DocumentStatusUpdate("U2", DocumentState.INVALID, errors=["x"])], next_poll_at=later)
-    assert ledger.next_poll_time() is None
-    outcomes = {o.number: o for _, o in ledger.unreported_outcomes("s", 10)}
+    ledger.polls.record_poll(due.id, overall_status="in progress", updates=[DocumentStatusUpdate("U1", DocumentState.VALID, long_id="L1")], next_poll_at=later)
+    assert ledger.polls.submissions_due("p", datetime.now(UTC), 10) == []
+    ledger.polls.record_poll(due.id, overall_status="partially valid", updates=[DocumentStatusUpdate("U2", DocumentState.INVALID, errors=["x"])], next_poll_at=later)
+    assert ledger.polls.next_poll_time() is None
+    outcomes = {o.number: o for _, o in ledger.writeback.unreported_outcomes("s", 10)}
     assert outcomes["A"].state is DocumentState.VALID and outcomes["A"].long_id == "L1" and outcomes["A"].submission_uid == "SUB1"
     assert outcomes["B"].errors == ["x"]
-    ledger.mark_reported([doc_id for doc_id, _ in ledger.unreported_outcomes("s", 10)])
-    assert ledger.unfinished_count() == 0
+    ledger.writeback.mark_reported([doc_id for doc_id, _ in ledger.writeback.unreported_outcomes("s", 10)])
+    assert ledger.status.unfinished_count() == 0
 
 
 def test_rejected_on_arrival_is_final_with_the_reason(ledger):
-    ledger.record_fetched(source="s", profile="p", items=[item("A"), item("B")])
+    ledger.intake.record_fetched(source="s", profile="p", items=[item("A"), item("B")])
     sub_id = send(ledger, ["A", "B"])
-    ledger.submission_accepted(
+    ledger.sends.submission_accepted(
         sub_id, submission_uid="SUB1", accepted=[("A", "U1")], rejected=[("B", ["Document hash is not valid."], [{"code": None}])], next_poll_at=None
     )
-    states = {d["number"]: d["state"] for d in ledger.find_documents(source="s")}
+    states = {d["number"]: d["state"] for d in ledger.status.find_documents(source="s")}
     assert states == {"A": "submitted", "B": "rejected"}
 
 
 def test_counters_and_incidents(ledger):
     for _ in range(3):
-        ledger.increment("rate_limited_429")
-    ledger.add_incident("login_failed", "MyInvois refused the login", subject="demo")
-    assert ledger.counter_values() == {"rate_limited_429": 3}
-    assert ledger.recent_incidents(1)[0]["kind"] == "login_failed"
+        ledger.journal.increment("rate_limited_429")
+    ledger.journal.add_incident("login_failed", "MyInvois refused the login", subject="demo")
+    assert ledger.journal.counter_values() == {"rate_limited_429": 3}
+    assert ledger.journal.recent_incidents(1)[0]["kind"] == "login_failed"
 
 
 def test_large_document_text_survives_the_round_trip(ledger):
     # 350 KB: more than MariaDB's TEXT holds, which is why the column is LONGTEXT there.
-    ledger.record_fetched(source="s", profile="p", items=[item("A")])
-    (doc,) = ledger.pending_documents("p", 1)
+    ledger.intake.record_fetched(source="s", profile="p", items=[item("A")])
     big = "x" * (350 * 1024)
-    ledger.store_built([(doc.id, big, "h" * 64, datetime.now(UTC))])
-    (doc,) = ledger.pending_documents("p", 1)
+    sub_id = send(ledger, ["A"], content=big)
+    ledger.sends.submission_not_sent(sub_id, "connection refused")
+    (doc,) = ledger.sends.pending_documents("p", 1)
     assert doc.document == big

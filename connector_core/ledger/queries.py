@@ -1,0 +1,144 @@
+"""Read-only questions about the ledger, for ``status``, ``run --once``, metrics and health."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import and_, func, or_, select
+
+from connector_core.ledger import states
+from connector_core.ledger.database import LedgerPart, as_utc, iso, utcnow
+from connector_core.ledger.schema import documents, submissions
+from connector_core.ledger.states import SubmissionState
+
+_OPEN = list(states.OPEN)
+_FINAL = list(states.FINAL)
+#: Write-back failures after which ``run --once`` stops waiting for an outcome: it needs the
+#: ERP's administrator, and it is named in the summary and in ``status``.
+GIVE_UP_WAITING_AFTER_REPORT_FAILURES = 3
+
+
+class Status(LedgerPart):
+    def counts_by_state(self, profile: str | None = None) -> dict[str, int]:
+        stmt = select(documents.c.state, func.count()).group_by(documents.c.state)
+        if profile is not None:
+            stmt = stmt.where(documents.c.profile == profile)
+        with self.engine.connect() as conn:
+            return {state: n for state, n in conn.execute(stmt)}
+
+    def submission_counts(self) -> dict[str, int]:
+        with self.engine.connect() as conn:
+            return {state: n for state, n in conn.execute(select(submissions.c.state, func.count()).group_by(submissions.c.state))}
+
+    def unfinished_count(self, *, exclude_profiles: Iterable[str] = ()) -> int:
+        """Documents not final yet, plus final ones not yet written back; leaving out what only
+        an operator can move on: documents of escalated submissions, and outcomes the ERP
+        keeps refusing."""
+        excluded = list(exclude_profiles)
+        escalated = select(submissions.c.id).where(submissions.c.state == SubmissionState.ESCALATED.value)
+        open_cond = and_(
+            documents.c.state.in_(_OPEN),
+            or_(documents.c.submission_id.is_(None), documents.c.submission_id.notin_(escalated)),
+        )
+        unreported_cond = and_(
+            documents.c.state.in_(_FINAL),
+            documents.c.reported_at.is_(None),
+            documents.c.report_attempts < GIVE_UP_WAITING_AFTER_REPORT_FAILURES,
+        )
+        if excluded:
+            open_cond = and_(open_cond, documents.c.profile.notin_(excluded))
+            unreported_cond = and_(unreported_cond, documents.c.profile.notin_(excluded))
+        with self.engine.connect() as conn:
+            open_docs = conn.execute(select(func.count()).select_from(documents).where(open_cond)).scalar()
+            unreported = conn.execute(select(func.count()).select_from(documents).where(unreported_cond)).scalar()
+        return int(open_docs or 0) + int(unreported or 0)
+
+    def oldest_pending_fetched_at(self) -> datetime | None:
+        with self.engine.connect() as conn:
+            return as_utc(conn.execute(select(func.min(documents.c.fetched_at)).where(documents.c.state.in_(_OPEN))).scalar())
+
+    def stuck_submissions(self, accepted_before: datetime) -> list[tuple[str, list[str], float]]:
+        """Submissions MyInvois accepted before ``accepted_before`` and still has not finished
+        validating: (profile, submission uids, age in seconds of the oldest)."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(submissions.c.profile, submissions.c.submission_uid, submissions.c.accepted_at)
+                .where(submissions.c.state == SubmissionState.ACCEPTED.value, submissions.c.accepted_at < accepted_before)
+                .order_by(submissions.c.accepted_at)
+            ).all()
+        now = utcnow()
+        out: dict[str, tuple[list[str], float]] = {}
+        for r in rows:
+            uids, age = out.get(r.profile, ([], 0.0))
+            uids.append(r.submission_uid)
+            out[r.profile] = (uids, max(age, (now - as_utc(r.accepted_at)).total_seconds()))
+        return [(profile, uids, age) for profile, (uids, age) in out.items()]
+
+    def escalated_submissions(self, limit: int = 20) -> list[dict[str, Any]]:
+        """In-doubt submissions the connector stopped reconciling: an operator decides."""
+        with self.engine.connect() as conn:
+            subs = conn.execute(
+                select(submissions)
+                .where(submissions.c.state == SubmissionState.ESCALATED.value)
+                .order_by(submissions.c.id.desc())
+                .limit(limit)
+            ).all()
+            out = []
+            for s in subs:
+                numbers = [
+                    r.number
+                    for r in conn.execute(
+                        select(documents.c.number).where(documents.c.submission_id == s.id).order_by(documents.c.id).limit(10)
+                    )
+                ]
+                out.append(
+                    {
+                        "submission": s.id,
+                        "profile": s.profile,
+                        "documents": s.document_count,
+                        "invoices": numbers,
+                        "first_sent": iso(s.first_sent_at or s.sent_at),
+                        "attempts": s.reconcile_attempts,
+                        "reason": s.error,
+                    }
+                )
+            return out
+
+    def latest_errors(self, limit: int = 10) -> list[dict[str, Any]]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(documents.c.source, documents.c.number, documents.c.version, documents.c.state, documents.c.errors, documents.c.final_at)
+                .where(documents.c.errors.is_not(None), documents.c.state.in_(_FINAL))
+                .order_by(documents.c.updated_at.desc(), documents.c.id.desc())
+                .limit(limit)
+            )
+            return [
+                {
+                    "source": r.source,
+                    "invoice": r.number,
+                    "version": r.version,
+                    "state": r.state,
+                    "errors": json.loads(r.errors),
+                    "at": iso(r.final_at),
+                }
+                for r in rows
+            ]
+
+    def find_documents(self, *, source: str | None = None, number: str | None = None) -> list[dict[str, Any]]:
+        stmt = select(documents).order_by(documents.c.id)
+        if source is not None:
+            stmt = stmt.where(documents.c.source == source)
+        if number is not None:
+            stmt = stmt.where(documents.c.number == number)
+        with self.engine.connect() as conn:
+            return [dict(r._mapping) for r in conn.execute(stmt)]
+
+    def find_submissions(self, *, profile: str | None = None) -> list[dict[str, Any]]:
+        stmt = select(submissions).order_by(submissions.c.id)
+        if profile is not None:
+            stmt = stmt.where(submissions.c.profile == profile)
+        with self.engine.connect() as conn:
+            return [dict(r._mapping) for r in conn.execute(stmt)]

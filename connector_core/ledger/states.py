@@ -1,0 +1,240 @@
+"""The ledger's state machine: every state a document or a submission can be in, every move
+between two states, which stage may make it, and the one primitive that makes it.
+
+Why a declared table rather than ``UPDATE ... SET state = ...`` wherever it is needed: the
+ledger has several writers at once (the fetch and the submitter of one cycle run side by side;
+the poll runs on another thread; connectors on other hosts may share the ledger). A write that
+does not name the state it expects overwrites whatever another writer did in between: an ERP
+edit resets a document that was just claimed and sent, a lost answer demotes a submission that
+another connector saw accepted. So every state change here is a compare-and-set:
+
+* it names the states it may start from (and, for claimed rows, the owner that must hold them);
+* it counts the rows it moved and hands the caller a :class:`Moved` to act on;
+* a move that is not in :data:`TRANSITIONS` cannot be written, and ``tests/core/test_states.py``
+  checks both that the code writes states only through :func:`move` and :func:`insert_state`,
+  and that every change the database saw during a run is one declared here.
+
+``docs/architecture.md`` shows the same table as a diagram; a test keeps the two equal.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any
+
+from sqlalchemy import Table, and_, insert, or_, update
+from sqlalchemy.engine import Connection
+
+from connector_core.contract import FINAL_STATES, DocumentState
+from connector_core.ledger.schema import documents, submissions
+
+D = DocumentState
+
+
+class SubmissionState(str, Enum):
+    """What the connector knows about one submit request."""
+
+    SENDING = "sending"  # claimed and written before the HTTP call; after a crash: "may have arrived"
+    ACCEPTED = "accepted"  # 202 received (or found by reconciliation): has a submissionUid, polled
+    IN_DOUBT = "in_doubt"  # the call may have reached MyInvois but its answer was lost
+    RECONCILING = "reconciling"  # one connector owns it and searches MyInvois for it
+    RESENDING = "resending"  # the search found nothing: the identical bytes are on their way again
+    ESCALATED = "escalated"  # in doubt too long or too often: an operator decides; no more searches
+    REFUSED = "refused"  # 400/403 on the envelope: nothing of it was accepted
+    NOT_SENT = "not_sent"  # certainly never reached MyInvois (connect error, 429, local refusal)
+    DONE = "done"  # every document of it is final
+
+    @property
+    def is_final(self) -> bool:
+        return self in {SubmissionState.REFUSED, SubmissionState.NOT_SENT, SubmissionState.DONE}
+
+
+S = SubmissionState
+
+
+class Stage(str, Enum):
+    """Who makes a move: the pipeline stage (or start-up recovery) that owns that step."""
+
+    FETCH = "fetch"
+    SUBMIT = "submit"
+    RECONCILE = "reconcile"
+    POLL = "poll"
+    RECOVERY = "recovery"
+
+
+@dataclass(frozen=True)
+class Transition:
+    """One allowed move. ``sources`` empty means the row is created in ``target``.
+
+    ``owned``: the row is held by a claim and only its holder may move it: for a document, the
+    submission it is claimed into (``documents.submission_id``); for a submission, the connector
+    that claimed it (``submissions.sender``)."""
+
+    name: str
+    table: str
+    sources: tuple[str, ...]
+    target: str
+    stages: tuple[Stage, ...]
+    owned: bool
+    why: str
+
+
+def _doc(name, sources, target, stages, *, owned=False, why=""):
+    return Transition(name, "documents", tuple(s.value for s in sources), target.value, tuple(stages), owned, why)
+
+
+def _sub(name, sources, target, stages, *, owned=False, why=""):
+    return Transition(name, "submissions", tuple(s.value for s in sources), target.value, tuple(stages), owned, why)
+
+
+F, SU, R, P, RC = Stage.FETCH, Stage.SUBMIT, Stage.RECONCILE, Stage.POLL, Stage.RECOVERY
+
+#: Every allowed document move. Order is the order of a document's life.
+DOCUMENT_TRANSITIONS: tuple[Transition, ...] = (
+    _doc("record", (), D.PENDING, [F], why="a new invoice, or a new version after a final outcome"),
+    _doc("record_invalid", (), D.LOCALLY_INVALID, [F], why="pre-validation or the plugin refused it; never sent"),
+    _doc("record_held", (), D.HELD, [F], why="edited while the previous version is being submitted"),
+    _doc("record_changed_after_valid", (), D.CHANGED_AFTER_VALID, [F], why="edited after MyInvois validated it"),
+    _doc("edit_pending", (D.PENDING,), D.PENDING, [F], why="edited before it was claimed: new content, bytes dropped"),
+    _doc("edit_to_invalid", (D.PENDING,), D.LOCALLY_INVALID, [F], why="edited before it was claimed, and pre-validation refuses the edit"),
+    _doc("edit_held", (D.HELD,), D.HELD, [F], why="edited again while waiting"),
+    _doc("claim", (D.PENDING,), D.SUBMITTING, [SU], why="claimed into a submission with the exact bytes to send"),
+    _doc("too_large", (D.PENDING,), D.LOCALLY_INVALID, [SU], why="the built document exceeds 300 KB"),
+    _doc("accepted", (D.SUBMITTING,), D.SUBMITTED, [SU, R, P], owned=True, why="named in a 202, found by search, or listed by Get Submission"),
+    _doc("rejected", (D.SUBMITTING,), D.REJECTED, [SU, R], owned=True, why="rejected on arrival, or the whole batch refused"),
+    _doc("not_sent", (D.SUBMITTING,), D.PENDING, [SU, R, P], owned=True, why="certainly not at MyInvois: free to be claimed again"),
+    _doc("validated", (D.SUBMITTED,), D.VALID, [P], owned=True, why="Get Submission says Valid, or DS302 names our own identical earlier document"),
+    _doc("invalidated", (D.SUBMITTED,), D.INVALID, [P], owned=True, why="Get Submission says Invalid; errors from Get Document Details"),
+    _doc("cancelled", (D.SUBMITTED,), D.CANCELLED, [P], owned=True, why="Get Submission says Cancelled"),
+    _doc("duplicate_of_other", (D.SUBMITTED,), D.LOCALLY_INVALID, [P], owned=True, why="DS302 names another invoice's document: renumber"),
+    _doc("release_held", (D.HELD,), D.PENDING, [SU, R, P], why="the version before it ended invalid, rejected or cancelled"),
+    _doc("release_held_invalid", (D.HELD,), D.LOCALLY_INVALID, [SU, R, P], why="as release_held, but pre-validation refused the edit"),
+    _doc("release_held_after_valid", (D.HELD,), D.CHANGED_AFTER_VALID, [SU, R, P], why="the version before it ended Valid"),
+)
+
+#: Every allowed submission move.
+SUBMISSION_TRANSITIONS: tuple[Transition, ...] = (
+    _sub("open", (), S.SENDING, [SU], why="created together with the claim of its documents"),
+    _sub("answered_accepted", (S.SENDING, S.RESENDING), S.ACCEPTED, [SU, R], owned=True, why="202 with accepted documents"),
+    _sub("answered_all_rejected", (S.SENDING, S.RESENDING), S.DONE, [SU, R], owned=True, why="202 whose documents were all rejected"),
+    _sub("answered_refused", (S.SENDING, S.RESENDING), S.REFUSED, [SU, R], owned=True, why="400/403: nothing accepted"),
+    _sub("answered_not_sent", (S.SENDING,), S.NOT_SENT, [SU], owned=True, why="connect error, 429, 401: never arrived"),
+    _sub("answer_lost", (S.SENDING, S.RESENDING), S.IN_DOUBT, [SU, R], owned=True, why="timeout, 5xx, 422 duplicate: may have arrived"),
+    _sub("interrupted", (S.SENDING, S.RESENDING, S.RECONCILING), S.IN_DOUBT, [RC], why="its connector stopped mid-call (own, or abandoned)"),
+    _sub("reconcile", (S.IN_DOUBT,), S.RECONCILING, [R], why="one connector takes the reconciliation"),
+    _sub("found", (S.RECONCILING,), S.ACCEPTED, [R], owned=True, why="Search found it at MyInvois"),
+    _sub("still_in_doubt", (S.RECONCILING,), S.IN_DOUBT, [R], owned=True, why="search failed or lags: try again later"),
+    _sub("resend", (S.RECONCILING,), S.RESENDING, [R], owned=True, why="not found: the identical bytes go again"),
+    _sub("escalate", (S.RECONCILING,), S.ESCALATED, [R], owned=True, why="too many attempts or too old: an operator decides"),
+    _sub("nothing_left", (S.RECONCILING,), S.DONE, [R], owned=True, why="none of its documents is still in doubt"),
+    _sub("finished", (S.ACCEPTED,), S.DONE, [P], why="every document of it is final"),
+)
+
+TRANSITIONS: tuple[Transition, ...] = DOCUMENT_TRANSITIONS + SUBMISSION_TRANSITIONS
+BY_NAME: dict[tuple[str, str], Transition] = {(t.table, t.name): t for t in TRANSITIONS}
+
+#: Documents MyInvois may hold or be working on: an edit must not touch them.
+IN_FLIGHT = frozenset({D.SUBMITTING.value, D.SUBMITTED.value})
+#: Final outcomes after which a changed invoice becomes a new version that is sent again.
+REISSUABLE = frozenset({D.INVALID.value, D.REJECTED.value, D.LOCALLY_INVALID.value, D.CANCELLED.value})
+FINAL = frozenset(s.value for s in FINAL_STATES)
+OPEN = frozenset(s.value for s in DocumentState if s not in FINAL_STATES)
+
+
+def doc(name: str) -> Transition:
+    return BY_NAME[("documents", name)]
+
+
+def sub(name: str) -> Transition:
+    return BY_NAME[("submissions", name)]
+
+
+_TABLES: dict[str, Table] = {"documents": documents, "submissions": submissions}
+
+
+@dataclass(frozen=True)
+class Moved:
+    """What a compare-and-set did: how many rows moved, and how many the caller expected.
+
+    ``won`` is False when another writer changed a row first; the caller must decide what that
+    means (re-read, give the row up, or report the lost race), never assume it moved."""
+
+    transition: Transition
+    count: int
+    expected: int | None = None
+
+    @property
+    def won(self) -> bool:
+        return self.count > 0 if self.expected is None else self.count == self.expected
+
+    @property
+    def lost(self) -> bool:
+        return not self.won
+
+    def __bool__(self) -> bool:  # pragma: no cover - guard against `if moved:` misuse
+        raise TypeError("use Moved.won or Moved.lost: a Moved is not a boolean")
+
+
+class UndeclaredTransition(RuntimeError):
+    """Code tried a move the state machine does not declare."""
+
+
+def move(
+    conn: Connection,
+    transition: Transition,
+    *where: Any,
+    owner: Any = ...,
+    values: Mapping[str, Any] | None = None,
+    rows: list[dict[str, Any]] | None = None,
+    expected: int | None = None,
+) -> Moved:
+    """Compare-and-set ``transition`` on the rows matching ``where``; only rows still in one of
+    its source states (and held by ``owner`` when the transition is owned) move.
+
+    ``rows`` runs the statement once per parameter set (an executemany: one statement for a
+    whole batch); ``where`` and ``values`` may then use ``bindparam``."""
+    if BY_NAME.get((transition.table, transition.name)) is not transition:
+        raise UndeclaredTransition(f"{transition.table}.{transition.name} is not in connector_core.ledger.states")
+    if not transition.sources:
+        raise UndeclaredTransition(f"{transition.name} creates rows: use insert_state")
+    table = _TABLES[transition.table]
+    # Equalities, not IN (...): an expanding IN cannot run as an executemany.
+    conditions = [or_(*(table.c.state == source for source in transition.sources)), *where]
+    if transition.owned:
+        if owner is ...:
+            raise UndeclaredTransition(f"{transition.name} moves claimed rows: name the owner")
+        column = table.c.submission_id if transition.table == "documents" else table.c.sender
+        # A ledger opened without a sender name (tests, tools) owns the rows it claimed unnamed.
+        conditions.append(column.is_(None) if owner is None else column == owner)
+    stmt = update(table).where(and_(*conditions)).values(state=transition.target, **dict(values or {}))
+    result = conn.execute(stmt, rows) if rows is not None else conn.execute(stmt)
+    return Moved(transition, result.rowcount or 0, expected)
+
+
+def insert_state(conn: Connection, transition: Transition, rows: Iterable[dict[str, Any]]) -> list[Any]:
+    """Create rows in the ``transition``'s target state; returns the new primary keys when a
+    single row is inserted (the submission that a claim opens), else an empty list."""
+    if BY_NAME.get((transition.table, transition.name)) is not transition or transition.sources:
+        raise UndeclaredTransition(f"{transition.table}.{transition.name} does not create rows")
+    table = _TABLES[transition.table]
+    rows = [{**row, "state": transition.target} for row in rows]
+    if not rows:
+        return []
+    if len(rows) == 1:
+        return list(conn.execute(insert(table).values(**rows[0])).inserted_primary_key)
+    conn.execute(insert(table), rows)
+    return []
+
+
+def mermaid_diagram() -> str:
+    """The state diagram of ``docs/architecture.md``, drawn from the table."""
+    lines: list[str] = []
+    for table, transitions in (("documents", DOCUMENT_TRANSITIONS), ("submissions", SUBMISSION_TRANSITIONS)):
+        lines += ["```mermaid", "stateDiagram-v2", f"    %% {table}: generated from connector_core/ledger/states.py"]
+        for t in transitions:
+            for source in t.sources or ("[*]",):
+                lines.append(f"    {source} --> {t.target}: {t.name}")
+        lines.append("```")
+    return "\n".join(lines)
