@@ -10,7 +10,7 @@ makes, so the stages add up without double counting:
   ``document.builder.build`` (build_document + serialize) and the size check;
 * hash   — sha256 and Base64 of each document (``BuiltDocument.from_content``) and the
   fingerprint sha256 of each fetched invoice;
-* ledger — every method of ``connector_core.ledger.Ledger`` (SQLAlchemy and SQLite included);
+* ledger — every public method of the ledger's parts (SQLAlchemy and SQLite included);
 * submit — ``pipeline.submit.submit_profile`` / ``send_batch``: packing and the API client's
   Submit Documents call (JSON body, HTTP, rate limiter);
 * poll   — ``pipeline.poll.poll_profile`` / ``_poll_safely``: Get Submission calls and parsing;
@@ -71,16 +71,23 @@ class StageClock:
 
         from connector_core import runtime
         from connector_core.document import builder
-        from connector_core.ledger.store import Ledger
+        from connector_core.ledger.intake import Intake
+        from connector_core.ledger.journal import Journal
+        from connector_core.ledger.polls import Polls
+        from connector_core.ledger.queries import Status
+        from connector_core.ledger.sends import Sends
+        from connector_core.ledger.writeback import WriteBack
         from connector_core.pipeline import fetch, poll, submit
 
         runtime.fetch_source = self.wrap("fetch", runtime.fetch_source)
         fetch.hashlib = types.SimpleNamespace(sha256=self.wrap("hash", hashlib.sha256))
         submit.prepare = self.wrap("build", submit.prepare)
         builder.BuiltDocument.from_content = classmethod(self.wrap("hash", builder.BuiltDocument.from_content.__func__))
-        for name, member in list(vars(Ledger).items()):
-            if callable(member) and not name.startswith("__") and not isinstance(member, (staticmethod, classmethod, type)):
-                setattr(Ledger, name, self.wrap("ledger", member, detail=f"Ledger.{name}"))
+        # The ledger's parts, each one writer's job (see connector_core/ledger/store.py).
+        for part in (Intake, Sends, Polls, WriteBack, Status, Journal):
+            for name, member in list(vars(part).items()):
+                if callable(member) and not name.startswith("_") and not isinstance(member, (staticmethod, classmethod, type)):
+                    setattr(part, name, self.wrap("ledger", member, detail=f"{part.__name__}.{name}"))
         runtime.submit_profile = self.wrap("submit", runtime.submit_profile)
         submit.send_batch = self.wrap("submit", submit.send_batch)
         runtime.poll_profile = self.wrap("poll", runtime.poll_profile)
