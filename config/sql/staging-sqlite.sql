@@ -70,7 +70,7 @@ CREATE TABLE einvoice_header (
     notes VARCHAR(300),
     -- Status block, written by the connector.
     -- NULL or 'pending' = to be sent; 'queued' = recorded by the connector; then one of
-    -- 'valid', 'invalid', 'rejected', 'cancelled', 'locally_invalid'.
+    -- 'valid', 'invalid', 'rejected', 'cancelled', 'locally_invalid', 'changed_after_valid'.
     myinvois_status VARCHAR(20),
     myinvois_uuid VARCHAR(64),
     myinvois_long_id VARCHAR(128),

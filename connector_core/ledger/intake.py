@@ -69,6 +69,8 @@ class Intake(LedgerPart):
         with self.engine.begin() as conn:
             latest = self._latest(conn, source, list(by_key))
             holders = self._number_holders(conn, profile, {item.number for item in by_key.values()})
+            # MyInvois's duplicate rule includes the document type: an invoice and a credit note
+            # may share a number.
             inserts: list[dict[str, Any]] = []
             for key, item in by_key.items():
                 for _ in range(_MAX_TRIES):
@@ -94,7 +96,7 @@ class Intake(LedgerPart):
         now = utcnow()
         problems = list(item.problems)
         if row is None or row.fingerprint != item.fingerprint or _rechecks(row):
-            holder = holders.get(item.number)
+            holder = holders.get((item.number, item.document_type))
             if not problems and holder is not None and (holder[0], holder[1]) != (source, key):
                 problems.append(number_taken_message(item.number, *holder))
                 summary.number_taken.append(key)
@@ -104,7 +106,7 @@ class Intake(LedgerPart):
             inserts.append(_new_row(source, profile, key, 1, values, now))
             self._count_new(summary, problems, new=True)
             if not problems:
-                holders.setdefault(item.number, (source, key, D.PENDING.value))
+                holders.setdefault((item.number, item.document_type), (source, key, D.PENDING.value))
             return "done"
 
         state = row.state
@@ -235,17 +237,17 @@ class Intake(LedgerPart):
         ).first()
 
     @staticmethod
-    def _number_holders(conn, profile: str, numbers: set[str]) -> dict[str, tuple[str, str, str]]:
-        """Which row holds each invoice number in ``profile``: (source, source key, state)."""
-        holders: dict[str, tuple[str, str, str]] = {}
+    def _number_holders(conn, profile: str, numbers: set[str]) -> dict[tuple[str, str | None], tuple[str, str, str]]:
+        """Which row holds each (invoice number, document type) in ``profile``: (source, source key, state)."""
+        holders: dict[tuple[str, str | None], tuple[str, str, str]] = {}
         for chunk in chunks(sorted(numbers)):
             rows = conn.execute(
-                select(documents.c.number, documents.c.source, documents.c.source_key, documents.c.state)
+                select(documents.c.number, documents.c.document_type, documents.c.source, documents.c.source_key, documents.c.state)
                 .where(documents.c.profile == profile, documents.c.number.in_(chunk), documents.c.state.in_(_HOLDS_NUMBER))
                 .order_by(documents.c.id)
             )
             for r in rows:
-                holders.setdefault(r.number, (r.source, r.source_key, r.state))
+                holders.setdefault((r.number, r.document_type), (r.source, r.source_key, r.state))
         return holders
 
 

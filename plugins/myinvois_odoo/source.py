@@ -225,6 +225,13 @@ def chatter_body(outcome: DocumentOutcome) -> str:
         )
     if outcome.state is DocumentState.CANCELLED:
         return "<p>This document was <b>cancelled</b> in MyInvois. It is no longer a valid e-invoice.</p>" + marker
+    if outcome.state is DocumentState.CHANGED_AFTER_VALID:
+        problems = "".join(f"<li>{e(error)}</li>" for error in outcome.errors)
+        return (
+            "<p>This document was <b>changed after MyInvois validated it</b>; the change was <b>not sent</b>. "
+            f"The validated e-invoice (UUID {e(outcome.uuid or '')}) stands.</p>"
+            f"<ul>{problems}</ul>" + marker
+        )
     if outcome.state is DocumentState.LOCALLY_INVALID:
         headline = "<p>The connector did <b>not send</b> this document to MyInvois: some data is missing or wrong.</p>"
     else:
