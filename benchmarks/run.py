@@ -11,7 +11,12 @@ simulator's CPU is never counted as the connector's), all on loopback, each boun
 2. cpu — CPU seconds of that connector process (``os.wait4``), plus a separate profiled run
    (``profile_driver.py``) whose CPU time is attributed to the pipeline's stages (``stages.py``);
 3. memory — peak RSS (``ru_maxrss``) of a connector draining a 100,000-invoice backlog;
-4. naive — LHDN's pseudo-code followed literally (``naive_client.py``), for comparison.
+4. naive — LHDN's pseudo-code followed literally (``naive_client.py``), for comparison;
+5. restart — the daemon (``run``) killed with SIGKILL while submitting, then ``run --once``
+   picking up: seconds from each process's start to its first accepted submission (the
+   first process's includes fetching the backlog, the second's reconciling the submissions
+   the kill left in doubt), and the rate after the restart as a ratio to the ceiling. The crash tests assert only that a restarted process
+   sends again, exactly once and within the limits; how soon and how fast is measured here.
 
 Time is compressed by shortening the rate window on both sides (``--window``; 60 s is LHDN's):
 every latency, validation delay, poll interval and the token lifetime are scaled by
@@ -22,6 +27,8 @@ relatively slower: the full run (60 s window) is the reference.
 ``--quick`` uses a 15 s window (four times LHDN's pace) and 12,000 invoices: 1.2 windows'
 worth, so the run still meets the submission limit (the full run's 20,000 are 2 windows'
 worth); the memory run takes 10,000 invoices instead of 100,000. It finishes in under 2 minutes.
+
+``--only restart`` runs the restart measurement alone and prints its section.
 """
 
 from __future__ import annotations
@@ -96,10 +103,15 @@ class Plan:
     memory_latency_factor: float
     naive_seconds: float
     naive_poll_sleep_s: float
+    restart_invoices: int
 
 
-FULL = Plan("full", 60.0, 20_000, 10_000, 2_000, 100_000, 15.0, 0.1, 120.0, 3.0)
-QUICK = Plan("quick", 15.0, 12_000, 3_000, 300, 10_000, 15.0, 0.1, 15.0, 3.0)
+FULL = Plan("full", 60.0, 20_000, 10_000, 2_000, 100_000, 15.0, 0.1, 120.0, 3.0, 10_000)
+QUICK = Plan("quick", 15.0, 12_000, 3_000, 300, 10_000, 15.0, 0.1, 15.0, 3.0, 3_000)
+
+#: The restart run kills the daemon once this many submissions were accepted (fewer for a
+#: tiny backlog): four are in flight at any moment, so some are in doubt when it dies.
+RESTART_KILL_AFTER_SUBMISSIONS = 10
 
 
 # --- the simulator ----------------------------------------------------------------------------
@@ -418,6 +430,108 @@ def naive_run(plan_dir: Path, plan: Plan, latency: Latency) -> dict[str, Any]:
     }
 
 
+def _submissions_accepted(stats: dict[str, Any]) -> int:
+    return stats.get("requests", {}).get("submit", {}).get("202", 0)
+
+
+def _documents_accepted(stats: dict[str, Any]) -> int:
+    return sum(stats.get("accepted_by_invoice", {}).values())
+
+
+class FirstSubmissionWatch:
+    """Watches the simulator from a thread: when the first submission above ``after`` was
+    accepted, in seconds since ``start()`` (to the watch's 50 ms resolution)."""
+
+    def __init__(self, sim: Simulator, after: int) -> None:
+        self.sim = sim
+        self.after = after
+        self.seconds: float | None = None
+        self._started = 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+
+    def start(self) -> FirstSubmissionWatch:
+        self._started = time.monotonic()
+        self._thread.start()
+        return self
+
+    def _watch(self) -> None:
+        while not self._stop.is_set():
+            try:
+                if _submissions_accepted(self.sim.stats()) > self.after:
+                    self.seconds = round(time.monotonic() - self._started, 2)
+                    return
+            except httpx.HTTPError:
+                pass
+            self._stop.wait(0.05)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=15)
+
+
+def connector_status(config: Path) -> dict[str, Any]:
+    result = subprocess.run([CONNECTOR, "--config", str(config), "status", "--json"], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    return json.loads(result.stdout) if result.returncode == 0 else {"error": result.stderr[-2000:]}
+
+
+def restart_run(plan_dir: Path, invoices: int, window_s: float, latency: Latency) -> dict[str, Any]:
+    """The daemon killed with SIGKILL while submitting, then ``run --once`` finishing the work."""
+    scale = window_s / LHDN_WINDOW_S
+    workdir = fresh_dir(plan_dir / "restart")
+    erp = workdir / "erp.sqlite"
+    create_staging_db(erp, invoices)
+    ceiling_per_s = SUBMISSIONS_PER_WINDOW * DOCUMENTS_PER_SUBMISSION / window_s
+    timeout_s = invoices / ceiling_per_s * 10 + 120 + invoices * 0.01
+    kill_after = max(1, min(RESTART_KILL_AFTER_SUBMISSIONS, invoices // DOCUMENTS_PER_SUBMISSION // 3))
+    with Simulator(workdir, scale, latency, int(3600 * scale)) as sim:
+        config = connector_toml(workdir, sim.base_url, erp, invoices, scale, timeout_s)
+        # 1. The daemon, killed once kill_after submissions were accepted.
+        with (workdir / "daemon.log").open("w") as log:
+            daemon = subprocess.Popen([CONNECTOR, "--config", str(config), "run"], stdout=log, stderr=log, cwd=ROOT)
+            watch = FirstSubmissionWatch(sim, 0).start()
+            deadline = time.monotonic() + timeout_s
+            try:
+                while _submissions_accepted(sim.stats()) < kill_after:
+                    if daemon.poll() is not None or time.monotonic() > deadline:
+                        raise RuntimeError(f"the daemon sent fewer than {kill_after} submissions (see {workdir / 'daemon.log'})")
+                    time.sleep(0.05)
+            finally:
+                daemon.send_signal(signal.SIGKILL)
+                daemon.wait()
+                watch.stop()
+        first_fresh = watch.seconds
+        at_kill = sim.stats()
+        # 2. The restart: reconcile what was in doubt, then drain the rest.
+        watch = FirstSubmissionWatch(sim, _submissions_accepted(at_kill)).start()
+        child = run_child([CONNECTOR, "--config", str(config), "run", "--once", "--json"], workdir, timeout_s + 60)
+        watch.stop()
+        stats = sim.stats()
+    counters = connector_status(config).get("counters", {})
+    erp_states = status_counts(erp)
+    documents_after = _documents_accepted(stats) - _documents_accepted(at_kill)
+    result: dict[str, Any] = {
+        "invoices": invoices,
+        "window_s": window_s,
+        "killed_after_submissions": _submissions_accepted(at_kill),
+        "first_accepted_fresh_s": first_fresh,
+        "first_accepted_after_restart_s": watch.seconds,
+        "reconcile_after_s": round(CYCLES.reconcile_after_seconds * scale, 3),
+        "reconciled_found": counters.get("reconciled_found", 0),
+        "reconciled_resent": counters.get("reconciled_resent", 0),
+        "documents_accepted_after_restart": documents_after,
+        "duplicate_documents": stats.get("duplicate_documents"),
+        "erp_states": erp_states,
+        "valid": erp_states.get("valid", 0),
+        **child,
+        **api_figures(stats, invoices),
+    }
+    # The rate after the restart, start-up and reconciliation included, as a ratio to the ceiling.
+    if child["wall_s"]:
+        result["ratio_after_restart"] = round(documents_after / child["wall_s"] / ceiling_per_s, 4)
+    return result
+
+
 # --- report -----------------------------------------------------------------------------------
 
 
@@ -482,14 +596,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--cprofile-invoices", type=int, help="backlog of the cProfile run (top functions)")
     parser.add_argument("--memory-invoices", type=int, help="backlog of the memory run")
     parser.add_argument("--naive-seconds", type=float, help="time budget of the naive client")
+    parser.add_argument("--restart-invoices", type=int, help="backlog of the restart run")
     parser.add_argument("--window", type=float, help="rate window in seconds (LHDN: 60)")
+    parser.add_argument("--only", choices=["restart"], help="run this measurement alone and print its section")
     args = parser.parse_args(argv)
 
     plan = QUICK if args.quick else FULL
     overrides = {
         "invoices": args.invoices, "profile_invoices": args.profile_invoices,
         "cprofile_invoices": args.cprofile_invoices, "memory_invoices": args.memory_invoices,
-        "naive_seconds": args.naive_seconds, "window_s": args.window,
+        "naive_seconds": args.naive_seconds, "window_s": args.window, "restart_invoices": args.restart_invoices,
     }
     plan = Plan(**{**plan.__dict__, **{k: v for k, v in overrides.items() if v is not None}})
     latency = Latency()
@@ -498,6 +614,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     def step(label: str) -> None:
         print(f"[{time.monotonic() - started:6.1f}s] {label}", file=sys.stderr, flush=True)
+
+    def restart() -> dict[str, Any]:
+        step(f"restart: {plan.restart_invoices:,} invoices, SIGKILL while submitting, then run --once")
+        return restart_run(plan_dir, plan.restart_invoices, plan.window_s, latency)
+
+    if args.only:
+        results = {
+            "mode": plan.mode, "measured_at": datetime.now(UTC).isoformat(timespec="seconds"), "machine": machine(),
+            "source": source_version(), "plan": plan.__dict__, "latency_at_lhdn_scale": latency.__dict__,
+            args.only: restart(), "runtime_s": round(time.monotonic() - started, 1),
+        }
+        return _report(results, args.out)
 
     step(f"throughput: {plan.invoices:,} invoices, window {plan.window_s:g} s")
     throughput = connector_run("throughput", plan_dir, plan.invoices, plan.window_s, latency)
@@ -513,6 +641,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     memory = connector_run("memory", plan_dir, plan.memory_invoices, plan.memory_window_s, memory_latency)
     step(f"naive: {plan.naive_seconds:g} s")
     naive = naive_run(plan_dir, plan, latency)
+    restarted = restart()
     step("done")
 
     results = {
@@ -527,16 +656,21 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "cpu": cpu,
         "memory": {**memory, "latency_factor": plan.memory_latency_factor},
         "naive": naive,
+        "restart": restarted,
         "connector_over_naive": round(throughput["documents_per_minute"] / naive["documents_per_minute"], 1)
         if naive["documents_per_minute"]
         else None,
         "targets": targets(throughput, cpu, memory),
         "runtime_s": round(time.monotonic() - started, 1),
     }
+    return _report(results, args.out)
+
+
+def _report(results: dict[str, Any], out: Path | None) -> dict[str, Any]:
     text = json.dumps(results, indent=2, default=str)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text + "\n", "utf-8")
+    if out:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text + "\n", "utf-8")
     print(text)
     return results
 

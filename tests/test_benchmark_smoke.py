@@ -28,6 +28,8 @@ def results(tmp_path_factory: pytest.TempPathFactory) -> dict:
         [
             sys.executable, str(ROOT / "benchmarks" / "run.py"), "--quick",
             "--invoices", "200", "--profile-invoices", "100", "--cprofile-invoices", "100", "--memory-invoices", "300", "--naive-seconds", "2",
+            # Twenty submissions: the daemon is killed after six, usually with more still to send.
+            "--restart-invoices", "2000",
             "--workdir", str(work / "scratch"), "--out", str(out),
         ],
         cwd=ROOT,
@@ -40,7 +42,7 @@ def results(tmp_path_factory: pytest.TempPathFactory) -> dict:
 
 
 def test_every_section_and_target_is_reported(results):
-    for section in ("machine", "plan", "throughput", "throughput_safety_factor_1", "cpu", "memory", "naive", "targets"):
+    for section in ("machine", "plan", "throughput", "throughput_safety_factor_1", "cpu", "memory", "naive", "restart", "targets"):
         assert section in results, section
     assert set(results["targets"]) == {
         "throughput", "no_429", "one_login_per_token_lifetime", "get_submission_per_submission", "cpu_per_document", "peak_rss",
@@ -75,3 +77,20 @@ def test_cpu_memory_and_stages_are_measured(results):
     shares = results["cpu"]["stage_share"]
     assert set(shares) == {"fetch", "build", "hash", "ledger", "submit", "poll", "report", "other"}
     assert sum(shares.values()) == pytest.approx(1.0, abs=0.01)
+
+
+def test_the_restart_is_measured_and_loses_or_duplicates_nothing(results):
+    restart = results["restart"]
+    assert restart["exit_code"] == 0
+    assert restart["erp_states"] == {"valid": restart["invoices"]}
+    assert restart["duplicate_documents"] == 0 and restart["rate_limited_429"] == 0
+    assert restart["killed_after_submissions"] > 0 and restart["first_accepted_fresh_s"] > 0
+    for key in ("first_accepted_after_restart_s", "reconciled_found", "reconciled_resent", "documents_accepted_after_restart",
+                "ratio_after_restart", "cpu_s"):
+        assert key in restart, key
+    # Whether the first process got everything out before the kill depends on how fast the
+    # machine watched it; when work was left, the restarted process sent it.
+    if restart["killed_after_submissions"] < restart["submissions_accepted"]:
+        assert restart["documents_accepted_after_restart"] > 0
+        assert restart["first_accepted_after_restart_s"] > 0
+        assert 0 < restart["ratio_after_restart"] <= 1.05
