@@ -1,24 +1,27 @@
 """Errors of the MyInvois client, each named for the decision it asks of the caller.
 
-=========================  ==================================================================
-Error                      What the caller does
-=========================  ==================================================================
-``RetriableError``         Nothing was changed on the server (or the call is a read): try the
-                           same call again later.
-``SubmitOutcomeUnknown``   The submission may have reached LHDN. Do NOT resubmit blindly:
-                           reconcile first (search the documents), then decide.
-``DuplicateSubmission``    LHDN already has this exact payload (422): not a failure; find the
-                           earlier submission instead of sending it again.
-``BatchRefused``           The submission envelope was refused (400/403): fix the batch; sending
-                           it unchanged will fail the same way.
-``AuthenticationFailed``   Login refused or impossible: fix the client id/secret/on-behalf-of
-                           setting. Retrying with the same credentials does not help.
-``RateLimited``            LHDN throttled us for longer than the client waits by itself: come back
-                           after ``retry_after`` seconds.
-``NotFound``               The object does not exist (or is not visible to this taxpayer).
-``RequestRefused``         Any other 4xx: the request is wrong as sent (bad argument, wrong state,
-                           no permission); do not repeat it unchanged.
-=========================  ==================================================================
+============================  ==================================================================
+Error                         What the caller does
+============================  ==================================================================
+``RetriableError``            Nothing was changed on the server (or the call is a read): try the
+                              same call again later.
+``RateBackendUnavailable``    A ``RetriableError``: the shared rate-limit backend (Redis,
+                              PostgreSQL, SQLite) failed, so nothing was sent. Record the call as
+                              not sent, pause sending, tell the operator; it recovers by itself.
+``SubmitOutcomeUnknown``      The submission may have reached LHDN. Do NOT resubmit blindly:
+                              reconcile first (search the documents), then decide.
+``DuplicateSubmission``       LHDN already has this exact payload (422): not a failure; find the
+                              earlier submission instead of sending it again.
+``BatchRefused``              The submission envelope was refused (400/403): fix the batch; sending
+                              it unchanged will fail the same way.
+``AuthenticationFailed``      Login refused or impossible: fix the client id/secret/on-behalf-of
+                              setting. Retrying with the same credentials does not help.
+``RateLimited``               LHDN throttled us for longer than the client waits by itself: come back
+                              after ``retry_after`` seconds.
+``NotFound``                  The object does not exist (or is not visible to this taxpayer).
+``RequestRefused``            Any other 4xx: the request is wrong as sent (bad argument, wrong state,
+                              no permission); do not repeat it unchanged.
+============================  ==================================================================
 
 Messages never contain a token or a secret; they carry the endpoint, the HTTP status, LHDN's
 error code and the ``correlationId`` to quote to LHDN support.
@@ -67,6 +70,20 @@ class ApiError(Exception):
 
 class RetriableError(ApiError):
     """A transient failure (timeout, connection error, 5xx on a read): the same call may be repeated."""
+
+
+class RateBackendUnavailable(RetriableError):
+    """The rate-limit backend failed before the request was sent: the call was certainly not made.
+
+    Raised for every endpoint, login included, instead of the driver's own error (which a caller
+    could not tell from a failure after sending). ``backend`` is the backend's URL without
+    credentials. The rate policy tries the backend again on each call and carries on once it
+    answers; until then sending cannot be paced, so it must not go on.
+    """
+
+    def __init__(self, message: str, *, backend: str | None = None, **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self.backend = backend
 
 
 class SubmitOutcomeUnknown(ApiError):
