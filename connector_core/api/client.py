@@ -19,6 +19,9 @@ Retry rules, by what the server may have done:
   reconciles (Search Documents by date and internal id) before deciding.
 * cancel / reject: not repeated once possibly sent either (they change state); a transient
   failure raises ``RetriableError`` and the caller checks the document's status first.
+* the rate-limit backend fails (Redis, PostgreSQL or SQLite down or locked): nothing is sent,
+  for any endpoint, login included; :class:`.errors.RateBackendUnavailable` goes to the caller
+  at once (repeating within the call would not bring the backend back).
 
 Logs carry the endpoint, status, attempt and LHDN's ``correlationId``; never a token, a secret
 or an ``Authorization`` header.
@@ -43,6 +46,7 @@ from .errors import (
     BatchRefused,
     DuplicateSubmission,
     NotFound,
+    RateBackendUnavailable,
     RateLimited,
     RequestRefused,
     RetriableError,
@@ -141,6 +145,7 @@ class MyInvoisClient:
 
     def login(self) -> None:
         """Make sure a valid token is cached (logs in only if none is). Raises AuthenticationFailed."""
+        self.rate_policy.check_backend(Endpoint.login)
         self.tokens.token()
 
     def submit(self, entries: list[dict[str, Any]]) -> SubmitResult:
@@ -346,8 +351,14 @@ class MyInvoisClient:
         rate_limited = 0
         while True:
             attempt += 1
+            # A backend that has failed is asked before the token is: a login refused only because
+            # our own backend is down would count against the token provider's login back-off and
+            # hold up logins after the backend is back.
+            self.rate_policy.check_backend(endpoint)
             try:
                 token = self.tokens.token()
+            except RateBackendUnavailable:
+                raise
             except RetriableError:
                 # Login is idempotent and throttled by the provider's own back-off.
                 failures += 1
@@ -355,7 +366,7 @@ class MyInvoisClient:
                     self._sleep(backoff_delay(failures, settings))
                     continue
                 raise
-            self.rate_policy.acquire(client_id, endpoint)
+            self.rate_policy.acquire(client_id, endpoint)  # raises RateBackendUnavailable before anything is sent
             headers = {
                 "Accept": "application/json",
                 "Accept-Language": "en",

@@ -52,6 +52,9 @@ ROUTES: dict[Endpoint, Route] = {
     Endpoint.qr: Route("GET", "/api/v1.0/taxpayers/qrcodeinfo/{text}"),
 }
 
+#: LHDN's limits are per minute: the length of its counting window, in seconds.
+LHDN_WINDOW_SECONDS = 60.0
+
 #: Requests per minute per client id in production (LHDN integration practices).
 PRODUCTION_LIMITS: dict[Endpoint, int] = {
     Endpoint.login: 12,
