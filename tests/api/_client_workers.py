@@ -42,3 +42,28 @@ def validate_tins(
 
 def ready(_: int) -> bool:
     return True
+
+
+def submit_documents(
+    base_url: str, settings: RateLimitSettings, token_file: str, entries: list[dict], start_at: float
+) -> list[int]:
+    """Submit each entry as its own submission, as fast as the rate policy allows; return the statuses seen."""
+    statuses: list[int] = []
+    policy = RatePolicy(settings)
+    client = MyInvoisClient(
+        base_url,
+        base_url,
+        Credentials(client_id="demo-taxpayer", client_secret="demo-taxpayer-secret"),
+        rate_policy=policy,
+        token_cache=TokenCache(token_file),
+        listeners=[lambda e: statuses.append(e.status) if e.endpoint is Endpoint.submit else None],
+    )
+    try:
+        client.login()  # the token (shared through the file) and the backend are ready before the race
+        time.sleep(max(0.0, start_at - time.time()))
+        for entry in entries:
+            client.submit([entry])
+    finally:
+        client.close()
+        policy.close()
+    return statuses

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import multiprocessing
+import subprocess
+import sys
 import threading
 import time
 import warnings
@@ -127,35 +129,92 @@ def test_two_connector_processes_share_limits_and_token(tmp_path, shared_backend
     with run_in_thread(config) as sim, ctx.Pool(2) as pool:
         pool.map(workers.ready, range(2))
         start_at = time.time() + 0.3
-        started = time.monotonic()
         results = pool.starmap(
             workers.validate_tins,
             [(sim.base_url, backend, prefix, token_file, server_limit, window, calls, start_at)] * 2,
         )
-        elapsed = time.monotonic() - started
         s = stats(sim.base_url)
     statuses = [status for r in results for status in r]
-    assert statuses == [200] * (2 * calls)  # not a single 429
+    # 10 calls where the server takes 5 per window: only waiting for each other avoids a 429.
+    assert statuses == [200] * (2 * calls)
     assert s["max_requests_per_window"]["demo-taxpayer"]["validate_tin"] <= server_limit
-    # 10 calls at 4 per window (5 * 0.8) take at least two full windows between them.
-    assert elapsed >= 2 * window - 0.3
     # The token file is shared: at most one login per process (usually one in all).
     assert 1 <= s["logins"]["demo-taxpayer"] <= 2
+
+
+@pytest.fixture()
+def busy_core():
+    """One core kept busy, as when the ERP, a backup or another daemon runs beside the connector."""
+    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    yield
+    spinner.kill()
+    spinner.wait()
+
+
+@pytest.mark.parametrize("backend", ["sqlite", pytest.param("redis", marks=pytest.mark.services)])
+def test_busy_processes_sharing_a_client_id_never_overfill_lhdns_window(
+    backend, request, tmp_path, unique_prefix, busy_core
+):
+    """LHDN counts a submit when it arrives; we count it when we grant it.
+
+    Two connector processes on a busy machine submit as fast as the limit allows. Between a
+    grant and its arrival lie the client's own work, the scheduler and the network, a little
+    longer for one call than for another; with windows of equal length, the last call of one
+    window arriving late and the first of the next arriving early put one call too many in
+    LHDN's window (101 in 100 was seen). The limiter's window is longer than LHDN's by the
+    arrival margin, so the simulator, counting on arrival like LHDN, never answers 429. Here
+    the margin is 0.5 s of a 2 s window: the delays do not shrink when windows are compressed.
+    """
+    window, limit, per_process = 2.0, 3, 4
+    backend_url = f"sqlite:///{tmp_path / 'rate.db'}" if backend == "sqlite" else request.getfixturevalue("redis_url")
+    settings = RateLimitSettings(
+        backend=backend_url,
+        key_prefix=unique_prefix.replace("-", "_"),
+        window_seconds=window,
+        arrival_margin_seconds=15.0,
+        safety_factor=1.0,
+        overrides={Endpoint.submit: limit},
+    )
+    config = SimulatorConfig(
+        rate_limits=RateLimitConfig(window_seconds=window, overrides={"submit": limit}),
+        validation=ValidationConfig(delay_seconds=0.2, per_document_seconds=0.0),
+    )
+    entries = [[docs.entry() for _ in range(per_process)] for _ in range(2)]
+    token_file = str(tmp_path / "tokens.json")
+    ctx = multiprocessing.get_context("spawn")
+    with run_in_thread(config) as sim, ctx.Pool(2) as pool:
+        pool.map(workers.ready, range(2))
+        start_at = time.time() + 0.5
+        results = pool.starmap(
+            workers.submit_documents, [(sim.base_url, settings, token_file, mine, start_at) for mine in entries]
+        )
+        s = stats(sim.base_url)
+    statuses = [status for r in results for status in r]
+    assert statuses == [202] * (2 * per_process)  # not one 429 for submit
+    assert s["requests"]["submit"] == {"202": 2 * per_process}
+    # The processes pressed against the limit: a window of LHDN's saw exactly that many.
+    assert s["max_requests_per_window"]["demo-taxpayer"]["submit"] == limit
 
 
 def test_retry_after_beyond_the_cap_goes_to_the_caller_and_is_remembered():
     config = SimulatorConfig(rate_limits=RateLimitConfig(window_seconds=60, overrides={"validate_tin": 1}))
     app, http = _in_process(config)
-    with http, RatePolicy(RateLimitSettings(profile="off")) as policy:
+    sleeps: list[float] = []
+    with http, RatePolicy(RateLimitSettings(profile="off"), sleep=sleeps.append) as policy:
         settings = FAST_RETRIES.model_copy(update={"max_retry_after_s": 5})
         client = MyInvoisClient(
-            "http://testserver", "http://testserver", TAXPAYER, http=http, rate_policy=policy, retry_settings=settings
+            "http://testserver",
+            "http://testserver",
+            TAXPAYER,
+            http=http,
+            rate_policy=policy,
+            retry_settings=settings,
+            sleep=sleeps.append,
         )
         client.validate_tin(docs.DEMO_TIN, "BRN", "202001234567")
-        started = time.monotonic()
         with pytest.raises(RateLimited) as limited:
             client.validate_tin(docs.DEMO_TIN, "BRN", "202001234567")
-        assert time.monotonic() - started < 1  # did not park the thread for a minute
+        assert sleeps == []  # did not park the thread for the minute LHDN asked for
         assert limited.value.retry_after > 5
         # Every later call through this policy (or any process sharing its backend) waits it out.
         assert policy.blocked_until("demo-taxpayer", Endpoint.validate_tin) is not None
