@@ -29,6 +29,7 @@ from connector_core.api import (
     BatchRefused,
     DuplicateSubmission,
     Endpoint,
+    RateBackendUnavailable,
     RateLimited,
     RetriableError,
     SubmitOutcomeUnknown,
@@ -37,11 +38,6 @@ from connector_core.ledger import Moved, utcnow
 from connector_core.pipeline.context import PipelineContext
 from connector_core.pipeline.messages import api_error_messages, error_details, rejection_messages
 from connector_core.pipeline.packing import entry_size
-
-try:  # the rate-limit backend's own failure: raised before anything is sent
-    from connector_core.api import RateBackendUnavailable
-except ImportError:  # pragma: no cover - older api package
-    RateBackendUnavailable = None  # type: ignore[assignment,misc]
 
 log = logging.getLogger("connector_core.pipeline.sending")
 
@@ -164,7 +160,7 @@ def record_submit_answer(
         ctx.emit("login_failed", profile=profile, error=exc)
         return not_sent(str(exc), BatchOutcome.AUTH_FAILED)
     except (RateLimited, RetriableError) as exc:
-        if RateBackendUnavailable is not None and isinstance(exc, RateBackendUnavailable):
+        if isinstance(exc, RateBackendUnavailable):
             # Before anything was sent: certainly not at MyInvois.
             log.error("submission %s of profile %s not sent: %s", sub_id, profile, exc)
             return not_sent(str(exc), BatchOutcome.BACKEND_DOWN)
