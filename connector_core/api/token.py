@@ -35,7 +35,7 @@ from pydantic import BaseModel, ConfigDict, SecretStr
 
 from ..secrets import is_placeholder
 from .endpoints import ROUTES, Endpoint
-from .errors import ApiError, AuthenticationFailed, RateLimited, RetriableError, error_class_for_status
+from .errors import ApiError, AuthenticationFailed, RateBackendUnavailable, RateLimited, RetriableError, error_class_for_status
 from .events import ApiCall, Listener, notify
 from .ratelimit import RatePolicy
 from .responses import parse_error_body
@@ -282,6 +282,10 @@ class TokenProvider:
             )
         try:
             token = self._request_token()
+        except RateBackendUnavailable:
+            # Nothing left this host: no login was attempted, so none is held against the
+            # login limit; the next call logs in as soon as the backend answers again.
+            raise
         except ApiError as exc:
             self._failures += 1
             self._last_error = exc

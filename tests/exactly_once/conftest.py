@@ -77,6 +77,7 @@ def make_connector(
     cycles: dict[str, Any] | None = None,
     submission: dict[str, Any] | None = None,
     retry: dict[str, Any] | None = None,
+    rate_backend: str = "memory",
     observers: tuple = (),
 ) -> Connector:
     """A connector named ``name`` (its own state directory, hence its own sender name) on the
@@ -86,7 +87,7 @@ def make_connector(
         api_base_url=sim.base_url,
         state_dir=tmp_path / f"connector-{name}",
         ledger={"url": ledger_url},
-        rate_limits={"backend": "memory"},
+        rate_limits={"backend": rate_backend},
         retry={"read_timeout_s": 10, "base_delay_s": 0.05, "max_delay_s": 0.2, "read_max_attempts": 2, **(retry or {})},
         cycles={
             "first_poll_delay_seconds": 0.0,
