@@ -1,5 +1,9 @@
 """Alembic environment. The connection is handed in by ``connector_core.ledger.migrate``,
-so no URL (and no database password) ever sits in an ini file or a log line."""
+so no URL (and no database password) ever sits in an ini file or a log line.
+
+Migrations must run on exactly that connection: it holds the ledger's migration lock (see
+``migrate.migration_lock``), which makes connectors that start together migrate one at a time.
+It arrives inside a transaction, so ``begin_transaction`` below adds none of its own."""
 
 from alembic import context
 
