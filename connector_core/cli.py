@@ -58,6 +58,7 @@ class _Env:
             register_secret(_password_of(settings.ledger.url.get_secret_value()))
 
     def connector(self, settings, *, monitoring=None):
+        from connector_core.ledger.migrate import MigrationInProgress
         from connector_core.observability.redaction import register_secret
         from connector_core.plugins import PluginError
         from connector_core.runtime import Connector
@@ -67,7 +68,7 @@ class _Env:
             connector = Connector(settings, monitoring=monitoring)
         except ConfigError as exc:
             _fail_config(exc)
-        except PluginError as exc:
+        except (PluginError, MigrationInProgress) as exc:
             click.echo(f"error: {exc}", err=True)
             sys.exit(EXIT_CONFIG)
         for source in connector.ctx.sources.values():
