@@ -49,6 +49,10 @@ def _s(value: float) -> str:
         f"`reconcile_after_seconds` ({_s(CYCLES.reconcile_after_seconds)};",
         f"for up to {reconcile.PROBES_PER_SUBMISSION} of its documents",
         f"from {reconcile.WINDOW_BEFORE.total_seconds() / 60:g} minutes",
+        f"`reconcile_max_attempts` ({CYCLES.reconcile_max_attempts})",
+        f"`reconcile_give_up_after_hours` ({CYCLES.reconcile_give_up_after_hours:g} h)",
+        f"within an hour of LHDN's {reconcile.ISSUANCE_LIMIT.total_seconds() / 3600:g}-hour",
+        f"`submission.abandoned_after_seconds` ({SubmissionSettings().abandoned_after_seconds:g} s,",
     ],
 )
 def test_the_operations_guide_quotes_the_numbers_the_code_has(quoted: str):
