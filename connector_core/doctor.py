@@ -135,7 +135,7 @@ def _check_ledger(settings):
 def _check_api(settings, *, login: bool, sources):
     import httpx
 
-    from connector_core.api import ApiError, Credentials, MyInvoisClient, RatePolicy, TokenCache
+    from connector_core.api import ApiError, Credentials, MyInvoisClient, RateBackendUnavailable, RatePolicy, TokenCache
 
     simulator = None
     api_url, identity_url, _ = settings.base_urls()
@@ -173,6 +173,9 @@ def _check_api(settings, *, login: bool, sources):
                     client.login()
                     who = f" on behalf of {profile.on_behalf_of}" if profile.on_behalf_of else ""
                     yield Finding("credentials", OK, f"profile {name}: MyInvois accepted client id {profile.client_id}{who}")
+                except RateBackendUnavailable as exc:
+                    # Nothing reached MyInvois: the credentials are untested, the limiter is the problem.
+                    yield Finding("rate limits", FAIL, f"profile {name}: login not attempted: {exc}")
                 except ApiError as exc:
                     yield Finding(
                         "credentials",
