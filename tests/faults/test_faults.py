@@ -27,6 +27,9 @@ pytestmark = pytest.mark.slow
 
 INVOICES = 2000
 INVALID = 10
+#: How long a daemon may take to get to a point a test waits for (start-up, the first login).
+#: Only a broken connector takes that long; a busy machine takes seconds, sometimes tens.
+PROGRESS_DEADLINE_SECONDS = 120
 
 
 def _print_figures(title: str, sim_stats: dict, figures: dict, peaks: dict, duration: float) -> None:
@@ -147,17 +150,25 @@ def test_a_failing_login_backs_off_raises_an_alert_and_never_hammers(failure: di
         config = h.write_config(tmp_path, api_url=sim.base_url, erp=erp, rate_backend="memory")
         if "client_secret" in failure:
             config.write_text(config.read_text("utf-8").replace(h.CLIENT_SECRET, failure["client_secret"]), "utf-8")
-        daemon = h.start_connector(config, log=tmp_path / "connector.log")
+        log = tmp_path / "connector.log"
+        logins = lambda: sum(h.stats(sim.base_url)["requests"].get("login", {}).values())  # noqa: E731
+        daemon = h.start_connector(config, log=log)
         try:
-            assert h.wait_until(lambda: h.stats(sim.base_url)["requests"].get("login"), timeout=20)
-            time.sleep(watch_seconds)
+            # However long the start-up takes on this machine: a first attempt, and another
+            # after the first back-off step.
+            assert h.wait_until(lambda: logins() >= 1, PROGRESS_DEADLINE_SECONDS), f"no login attempt; see {log}"
+            first_seen = time.monotonic()
+            assert h.wait_until(lambda: logins() >= 2, PROGRESS_DEADLINE_SECONDS), f"no second attempt; see {log}"
+            time.sleep(max(0.0, first_seen + watch_seconds - time.monotonic()))
+            # Attempts at 0 s, 5 s, 15 s, 35 s, ...: in the 11 s after the first was seen there
+            # is room for three at most, never a storm. A busy machine only delays them.
+            seen_in_watch = logins()
         finally:
             daemon.send_signal(signal.SIGTERM)
             assert daemon.wait(timeout=30) == 0
         sim_stats = h.stats(sim.base_url)
         attempts = sum(sim_stats["requests"]["login"].values())
-        # Attempts at 0 s, 5 s, 15 s, ...: within 11 s there is room for two, never a storm.
-        assert 2 <= attempts <= 3, sim_stats["requests"]["login"]
+        assert 2 <= seen_in_watch <= 3, sim_stats["requests"]["login"]
         assert sim_stats["max_requests_per_window"][h.CLIENT_ID]["login"] == 1
         assert set(sim_stats["requests"]) == {"login"}, "nothing else may be called without a token"
 
@@ -191,8 +202,14 @@ def test_a_lower_limit_than_ours_is_learnt_from_429s_shared_by_both_processes(tm
     """MyInvois enforces less than the published figure (the sandbox, or a quiet change): the
     connectors' own limiter lets too much through, and only the 429s tell. Each 429 sets a
     cool-down in the shared backend that both processes wait out, so the 429s stay a small
-    share of the calls (without the shared cool-down the same run draws about twice as
-    many), every one is counted for 'status', and the run still finishes exactly once."""
+    share of the calls, every one is counted for 'status', and the run still finishes exactly
+    once.
+
+    How many 429s the run draws depends on how the two processes' calls fall against the
+    windows, so on the machine's load: 13-14 on an idle machine and 11-27 with both cores
+    busy (without the shared cool-down: 26 idle, 21 busy). That the cool-down is shared and
+    taken before any slot is tested with timestamps in tests/api/test_ratelimit.py; here the
+    bound only rules out a storm."""
     with h.start_simulator(seed=1, rate_overrides={"submit": 20}) as sim:
         erps, configs = [], []
         for n in range(2):
@@ -208,7 +225,7 @@ def test_a_lower_limit_than_ours_is_learnt_from_429s_shared_by_both_processes(tm
         sim_stats = h.stats(sim.base_url)
         submits = sim_stats["requests"]["submit"]
         assert submits["202"] == 100
-        assert 0 < submits.get("429", 0) <= 25, submits
+        assert 0 < submits.get("429", 0) < submits["202"] / 2, submits
         counted = sum(h.status(c)["counters"].get("rate_limited_429.submit", 0) for c in configs)
         assert counted == submits["429"]
         assert h.assert_exactly_once(sim, erps)["valid"] == 400
