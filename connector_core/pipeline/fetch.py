@@ -72,6 +72,8 @@ class FetchReport:
     fetched: int = 0
     recorded: int = 0
     unchanged: int = 0
+    #: Unchanged, already final and written back, fetched again: its outcome goes back again.
+    reported_again: int = 0
     locally_invalid: int = 0
     changed_after_submit: list[str] = field(default_factory=list)
     failed: bool = False
@@ -119,6 +121,7 @@ def _record_page(
         feed.page_recorded()
     report.recorded += summary.recorded
     report.unchanged += summary.unchanged
+    report.reported_again += summary.reported_again
     report.locally_invalid += summary.locally_invalid
     for key in summary.changed_after_submit:
         log.warning(
