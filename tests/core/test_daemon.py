@@ -45,10 +45,11 @@ def submission_states(folder: Path) -> list[str]:
         return []  # the schema is still being created
 
 
-def daemon_config(folder: Path, base_url: str, metrics_port: int) -> Path:
+def daemon_config(folder: Path, base_url: str, metrics_port: int, *, fetch_interval: float = 1, poll_interval: float = 0.5) -> Path:
     """The demo configuration as a daemon: short cycles, metrics on a free port, JSON logs."""
     config = demo_config(folder, api_base_url=base_url)
-    text = config.read_text().replace("[cycles]\n", "[cycles]\nfetch_interval_seconds = 1\npoll_interval_seconds = 0.5\n", 1)
+    cycles = f"[cycles]\nfetch_interval_seconds = {fetch_interval}\npoll_interval_seconds = {poll_interval}\n"
+    text = config.read_text().replace("[cycles]\n", cycles, 1)
     config.write_text(text + f'\n[observability]\nmetrics_port = {metrics_port}\nlog_format = "json"\n')
     return config
 
@@ -65,12 +66,17 @@ def slow_submit_simulator():
 
 def test_sigterm_during_a_submit_finishes_the_call_records_it_and_exits_cleanly(tmp_path, slow_submit_simulator):
     port = free_port()
-    config = daemon_config(tmp_path, slow_submit_simulator.base_url, port)
+    # /healthz calls a cycle late after three intervals without a success, and the first fetch
+    # cycle succeeds only after the 2.5 s submit: with a 1 s interval, a busy machine's slow
+    # start-up made the daemon unhealthy by the time the submit began. One fetch cycle is
+    # all this test needs, and it runs at start whatever the interval.
+    config = daemon_config(tmp_path, slow_submit_simulator.base_url, port, fetch_interval=60, poll_interval=10)
     proc = subprocess.Popen([*CLI, "--config", str(config), "run"], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         # The submission row is written (state 'sending') before the call; the call takes 2.5 s.
         wait_until(lambda: "sending" in submission_states(tmp_path), 30, "the daemon to start a submit")
-        assert httpx.get(f"http://127.0.0.1:{port}/healthz").status_code == 200
+        health = httpx.get(f"http://127.0.0.1:{port}/healthz")
+        assert health.status_code == 200, health.text
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=30)
     finally:
