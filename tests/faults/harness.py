@@ -11,16 +11,22 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import signal
+import socket
 import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
-from sqlalchemy import create_engine, select
+from sqlalchemy import create_engine, select, text
 
 from connector_core.simulator import SimulatorConfig, run_in_thread
 from tests.plugins.sql_staging import StagingErp, recreate_staging_tables
@@ -53,13 +59,26 @@ FAULT_KINDS = ("latency", "error_500", "error_503", "spurious_429", "lost_respon
 FINAL_ERP_STATUSES = {"valid", "invalid", "rejected", "cancelled", "locally_invalid"}
 
 
-def start_simulator(faults: dict[str, Any] | None = None, seed: int = 4, rate_overrides: dict[str, int] | None = None):
-    """A simulator on loopback with the production limits per compressed window."""
+def start_simulator(
+    faults: dict[str, Any] | None = None,
+    seed: int = 4,
+    rate_overrides: dict[str, int] | None = None,
+    *,
+    duplicate_submission_window_seconds: float | None = None,
+):
+    """A simulator on loopback with the production limits per compressed window.
+
+    ``duplicate_submission_window_seconds`` shortens MyInvois's 10 minutes in which an identical
+    payload is answered 422: a re-send after it is accepted, and its documents end DS302."""
+    extra: dict[str, Any] = {}
+    if duplicate_submission_window_seconds is not None:
+        extra["duplicate_submission_window_seconds"] = duplicate_submission_window_seconds
     config = SimulatorConfig(
         seed=seed,
         faults=faults or {},
         rate_limits={"profile": "production", "window_seconds": WINDOW_SECONDS, "overrides": rate_overrides or {}},
         validation={"delay_seconds": 0.3, "per_document_seconds": 0.002},
+        **extra,
     )
     return run_in_thread(config)
 
@@ -99,6 +118,21 @@ class Erp:
             ).mappings()
             return {r["invoice_number"]: dict(r) for r in rows}
 
+    def add(self, count: int, **overrides: Any) -> list[str]:
+        """More valid invoices, as the ERP keeps producing them (``overrides``: header columns)."""
+        keys = self.staging.add(count, **overrides)
+        self.keys += keys
+        return keys
+
+    def rows_by_key(self) -> dict[str, dict[str, Any]]:
+        """The staging rows by ERP key: unlike :meth:`rows`, two rows with one number both show."""
+        h = self.staging.header.c
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(h.id, h.invoice_number, h.myinvois_status, h.myinvois_uuid, h.myinvois_errors, h.myinvois_version)
+            ).mappings()
+            return {str(r["id"]): dict(r) for r in rows}
+
     def close(self) -> None:
         self.engine.dispose()
 
@@ -115,6 +149,7 @@ def write_config(
     max_documents: int = 10,
     once_timeout: float = 150.0,
     key_prefix: str = "faults",
+    source_name: str = "erp",
 ) -> Path:
     """A connector configuration with small intervals, the compressed window and a shared limiter."""
     state = directory / "state"
@@ -160,11 +195,11 @@ tin = "{TIN}"
 client_id = "{CLIENT_ID}"
 client_secret = "{CLIENT_SECRET}"
 
-[sources.erp]
+[sources.{source_name}]
 kind = "sql"
 profile = "main"
 
-[sources.erp.options]
+[sources.{source_name}.options]
 url = "{erp.url}"
 page_size = 500
 """
@@ -329,3 +364,256 @@ def wait_until(predicate, timeout: float, interval: float = 0.2) -> bool:
             return True
         time.sleep(interval)
     return predicate()
+
+
+# --- changing things while they run -------------------------------------------------------------
+
+
+def update_faults(base_url: str, **changes: Any) -> dict[str, Any]:
+    """Change some of the simulator's faults at run time and keep the others: its
+    ``/_simulator/faults`` replaces the whole set, so read it first and merge."""
+    current = httpx.get(f"{base_url}/_simulator/faults", timeout=30).json()
+    answer = httpx.post(f"{base_url}/_simulator/faults", json={**current, **changes}, timeout=30)
+    answer.raise_for_status()
+    return answer.json()
+
+
+def clear_faults(base_url: str) -> None:
+    """Every fault off, search lag included: MyInvois behaves from now on."""
+    httpx.post(f"{base_url}/_simulator/faults", json={}, timeout=30).raise_for_status()
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{k} = {_toml_value(v)}" for k, v in value.items()) + " }"
+    return json.dumps(str(value))  # a TOML basic string for what these tests write
+
+
+def set_option(config: Path, section: str, key: str, value: Any) -> None:
+    """Set ``key = value`` in ``[section]`` of a configuration from :func:`write_config`,
+    replacing the key when the section has it, adding the section at the end when missing."""
+    lines = config.read_text("utf-8").splitlines()
+    header = f"[{section}]"
+    line = f"{key} = {_toml_value(value)}"
+    if header not in lines:
+        lines += ["", header, line]
+    else:
+        start = lines.index(header) + 1
+        end = next((n for n in range(start, len(lines)) if lines[n].startswith("[")), len(lines))
+        at = next((n for n in range(start, end) if lines[n].split("=", 1)[0].strip() == key), None)
+        if at is None:
+            lines.insert(start, line)
+        else:
+            lines[at] = line
+    config.write_text("\n".join(lines) + "\n", "utf-8")
+
+
+def add_source(config: Path, name: str, erp: Erp, *, profile: str = "main") -> None:
+    """A second SQL source (another staging database) submitting with the same profile."""
+    with config.open("a", encoding="utf-8") as out:
+        out.write(
+            f'\n[sources.{name}]\nkind = "sql"\nprofile = "{profile}"\n\n'
+            f'[sources.{name}.options]\nurl = "{erp.url}"\npage_size = 500\n'
+        )
+
+
+class Daemon:
+    """One connector daemon (``run``, not ``--once``) that a test kills with SIGKILL at any
+    moment and starts again, as systemd would; every life appends to the same log."""
+
+    def __init__(self, config: Path, name: str) -> None:
+        self.config = config
+        self.name = name
+        self.log = config.parent / "connector.log"
+        self.process: subprocess.Popen | None = None
+        self.lives = 0
+        self.kills = 0
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def start(self) -> None:
+        assert not self.running, f"{self.name} is already running"
+        self.process = start_connector(self.config, log=self.log)
+        self.lives += 1
+
+    def kill(self) -> None:
+        """SIGKILL: no clean-up of any kind, wherever it falls."""
+        assert self.process is not None
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.kills += 1
+        self.process.wait(timeout=30)
+
+    def stop(self, timeout: float = 60) -> int:
+        """SIGTERM, as an operator stops it; its exit status."""
+        assert self.process is not None
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+            raise AssertionError(f"{self.name} did not stop within {timeout} s of SIGTERM; see {self.log}") from None
+
+    def exited_by_itself(self) -> str | None:
+        """Why the daemon is not running when nobody stopped it (None while it runs)."""
+        if self.process is None or self.process.poll() is None:
+            return None
+        return f"{self.name} exited by itself with {self.process.returncode}:\n{self.log_tail()}"
+
+    def log_tail(self, chars: int = 3000) -> str:
+        return self.log.read_text("utf-8", "replace")[-chars:] if self.log.exists() else "(no log)"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class ThrowawayRedis:
+    """A redis-server of one test on a free loopback port, that the test kills and starts again
+    (never the shared one on 6379). Without persistence a restart forgets every key, the
+    rate windows included: the worst case of an operator who kept the default redis.conf."""
+
+    def __init__(self, workdir: Path, *, persistent: bool = False) -> None:
+        self.port = free_port()
+        self.workdir = workdir
+        self.persistent = persistent
+        self.process: subprocess.Popen | None = None
+        self.restarts = 0
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self, timeout: float = 30) -> None:
+        if shutil.which("redis-server") is None:
+            from tests.conftest import service_unavailable
+
+            service_unavailable("Redis", "redis-server is not installed, so no throw-away Redis can be started")
+        persistence = ["--appendonly", "yes", "--appendfsync", "always"] if self.persistent else ["--appendonly", "no"]
+        self.process = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", *persistence,
+             "--dir", str(self.workdir), "--daemonize", "no"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        import redis
+
+        client = redis.Redis(host="127.0.0.1", port=self.port, socket_connect_timeout=1)
+        deadline = time.monotonic() + timeout
+        try:
+            while True:
+                try:
+                    client.ping()
+                    return
+                except redis.exceptions.RedisError:
+                    if self.process.poll() is not None or time.monotonic() > deadline:
+                        raise RuntimeError(f"the throw-away redis-server on port {self.port} did not start") from None
+                    time.sleep(0.02)
+        finally:
+            client.close()
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash or an OOM kill stops it."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait(timeout=30)
+        self.process = None
+
+    def restart(self, down_seconds: float) -> None:
+        self.kill()
+        time.sleep(down_seconds)
+        self.start()
+        self.restarts += 1
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process = None
+
+
+def rate_limit_answers(sim_stats: dict[str, Any]) -> dict[str, int]:
+    """429 answers per endpoint, whatever their cause."""
+    return {e: s["429"] for e, s in sorted(sim_stats["requests"].items()) if s.get("429")}
+
+
+def assert_no_429_from_a_real_limit(sim_stats: dict[str, Any]) -> None:
+    """Every 429 MyInvois gave was an injected spurious one (answered before the limit is
+    checked): none came from a window the connectors overfilled."""
+    answers = rate_limit_answers(sim_stats)
+    spurious = sim_stats["faults_injected"].get("spurious_429", 0)
+    assert sum(answers.values()) == spurious, f"429 answers {answers}, of which {spurious} injected"
+
+
+# --- every state change a PostgreSQL ledger sees -------------------------------------------------
+# tests/state_log.py does this for SQLite with triggers; the same on PostgreSQL, for connectors
+# that share one ledger there.
+
+
+def install_pg_state_log(url: str) -> None:
+    """Record every state change of ``documents`` and ``submissions`` (the schema must exist)."""
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(text("CREATE TABLE IF NOT EXISTS test_state_log (tbl TEXT, old TEXT, new TEXT)"))
+        conn.execute(
+            text(
+                "CREATE OR REPLACE FUNCTION test_log_state() RETURNS trigger AS $$ BEGIN "
+                "IF TG_OP = 'INSERT' THEN INSERT INTO test_state_log VALUES (TG_TABLE_NAME, NULL, NEW.state); "
+                "ELSIF OLD.state IS DISTINCT FROM NEW.state THEN "
+                "INSERT INTO test_state_log VALUES (TG_TABLE_NAME, OLD.state, NEW.state); END IF; "
+                "RETURN NEW; END $$ LANGUAGE plpgsql"
+            )
+        )
+        for table in ("documents", "submissions"):
+            conn.execute(
+                text(
+                    f"CREATE TRIGGER test_log_{table} AFTER INSERT OR UPDATE OF state ON {table} "
+                    "FOR EACH ROW EXECUTE FUNCTION test_log_state()"
+                )
+            )
+    engine.dispose()
+
+
+def pg_state_changes(url: str) -> set[tuple[str, str | None, str]]:
+    engine = create_engine(url)
+    with engine.connect() as conn:
+        rows = {(r.tbl, r.old, r.new) for r in conn.execute(text("SELECT DISTINCT tbl, old, new FROM test_state_log"))}
+    engine.dispose()
+    return rows
+
+
+@contextmanager
+def scratch_postgres_ledger() -> Iterator[str]:
+    """A fresh PostgreSQL database for a ledger that connectors share, its schema created and
+    every state change recorded (see :func:`install_pg_state_log`); dropped afterwards. Skips
+    (fails with MYINVOIS_REQUIRE_SERVICES=1) when PostgreSQL is not there."""
+    from connector_core.ledger import Ledger
+    from tests.conftest import POSTGRES_ADMIN_URL, _drop_database, _scratch_database
+
+    name = f"myinvois_faults_{uuid.uuid4().hex[:10]}"
+    url = _scratch_database(POSTGRES_ADMIN_URL, name, 5432, "PostgreSQL")
+    try:
+        Ledger(url).close()  # the schema, so that the state log can watch it
+        install_pg_state_log(url)
+        yield url
+    finally:
+        _drop_database(POSTGRES_ADMIN_URL, name)
+
+
+def instance_id(daemon: Daemon) -> str:
+    """The name a daemon's installation writes on the submissions it sends."""
+    return (daemon.config.parent / "state" / "instance-id").read_text("ascii").strip()
