@@ -41,6 +41,7 @@ import logging
 import math
 import sqlite3
 import threading
+import uuid
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -191,6 +192,11 @@ class _Backend:
 
     def ping(self) -> None:
         """One cheap round trip; raises one of :attr:`outage_errors` when the backend is down."""
+
+    def forgot(self, prefix: str) -> bool:
+        """Whether the backend lost what it knew since this process last asked (a restart
+        without persistence). Only a backend that can forget answers True."""
+        return False
 
     def how_to_fix(self) -> str:
         """What the operator checks or does when the backend is down."""
@@ -374,6 +380,7 @@ class _RedisBackend(_Backend):
         # SCRIPT LOAD answers the script's SHA-1: computed here, nothing is sent before the first
         # call, and a Redis that does not know the script yet is taught it on NOSCRIPT.
         self._put_script_hash = hashlib.sha1(_redis_put_script().encode()).hexdigest()
+        self._epochs: dict[str, bytes | None] = {}
 
     def make_bucket(self, name: str, rates: list[Rate]) -> AbstractBucket:
         # The constructor, not RedisBucket.init(), so the bucket runs our script instead of loading the library's.
@@ -390,6 +397,19 @@ class _RedisBackend(_Backend):
 
     def ping(self) -> None:
         self._redis.ping()
+
+    def forgot(self, prefix: str) -> bool:
+        # A marker key, set by the first process that finds it missing. Every process remembers
+        # the value it saw; a missing or different marker means Redis restarted empty since, and
+        # with it every window the processes shared.
+        key = f"{prefix}:epoch"
+        seen = self._epochs.get(key)
+        current = self._redis.get(key)
+        if current is None:
+            self._redis.set(key, uuid.uuid4().hex, nx=True)
+            current = self._redis.get(key)
+        self._epochs[key] = current
+        return seen is not None and current != seen
 
     def how_to_fix(self) -> str:
         parts = urlsplit(self.url)
@@ -620,6 +640,7 @@ class RatePolicy:
         self._cooldowns: dict[str, float] = {}
         self._lock = threading.Lock()
         self._backend_down = False
+        self._quiet_until = 0.0
         self._closed = False
 
     @property
@@ -664,6 +685,7 @@ class RatePolicy:
 
     def _take_slot(self, name: str) -> None:
         local_rates = [(rate.limit, rate.interval / 1000) for rate in self._rates_for(name)]
+        self._wait_if_backend_forgot()
         while True:
             # First the cool-down, then the slot: a slot taken while LHDN asked us to wait would
             # be spent right after the wait, together with the fresh ones, doubling the load.
@@ -687,6 +709,24 @@ class RatePolicy:
                 # cannot hand it back) but is not used: after the cool-down we queue afresh.
                 continue
             return
+
+    def _wait_if_backend_forgot(self) -> None:
+        """After the shared backend restarted empty, nobody knows what the other processes sent
+        in the window before: grant nothing for one whole window. (Our own grants are still
+        counted by the local floor; the other processes' are not.)"""
+        if self._backend.forgot(self.settings.key_prefix):
+            with self._lock:
+                self._quiet_until = max(self._quiet_until, self._clock() + self._window_ms / 1000)
+            log.warning(
+                "the rate-limit backend %s restarted without its windows; no call for %.0f s so that no window "
+                "of LHDN's is exceeded (keep Redis's append-only file on to avoid this pause)",
+                self.backend_url,
+                self._window_ms / 1000,
+            )
+        with self._lock:
+            remaining = self._quiet_until - self._clock()
+        if remaining > 0:
+            self._sleep(remaining)
 
     def _cooldown_until(self, name: str) -> float:
         with self._lock:

@@ -141,3 +141,39 @@ def test_an_unreachable_postgresql_is_reported_without_its_password():
     assert "pg-secret-pw" not in message and "connector@" not in message
     assert down.value.backend == url.replace("connector:pg-secret-pw@", "") and down.value.backend in message
     assert "pg_isready" in message
+
+
+def test_policies_sharing_a_redis_that_restarted_empty_wait_a_whole_window(throwaway_redis):
+    """Two policies (two processes' worth) share a Redis that restarts without its keys: neither
+    knows what the other granted in the window before, so each grants nothing for one whole
+    counting window, and the pair never puts more than the limit into a window."""
+    slept: dict[str, list[float]] = {"a": [], "b": []}
+    a = RatePolicy(_settings(throwaway_redis.url), sleep=lambda s: (slept["a"].append(s), time.sleep(s)))
+    b = RatePolicy(_settings(throwaway_redis.url), sleep=lambda s: (slept["b"].append(s), time.sleep(s)))
+    window = a.settings.counting_window_seconds()
+    try:
+        granted = []
+        for policy in (a, b):
+            policy.acquire(TAXPAYER.client_id, Endpoint.submit)
+            granted.append(time.time())
+        throwaway_redis.stop()
+        throwaway_redis.start()  # empty: the windows, the scripts and the marker are gone
+        for name, policy in (("a", a), ("b", b)):
+            before = len(slept[name])
+            for _ in range(LIMIT):
+                policy.acquire(TAXPAYER.client_id, Endpoint.submit)
+                granted.append(time.time())
+            # The first call after the restart waited out (nearly) a whole window.
+            assert max(slept[name][before:], default=0.0) >= window * 0.9, slept[name]
+    finally:
+        a.close()
+        b.close()
+    _assert_within_limit(granted, LIMIT, WINDOW)
+
+
+def test_a_policy_that_saw_no_restart_does_not_wait(throwaway_redis):
+    slept: list[float] = []
+    with RatePolicy(_settings(throwaway_redis.url), sleep=lambda s: (slept.append(s), time.sleep(s))) as policy:
+        for _ in range(LIMIT):
+            policy.acquire(TAXPAYER.client_id, Endpoint.submit)
+    assert slept == []  # a fresh Redis at first start is not a restart: no pause
