@@ -5,7 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from pathlib import Path
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, insert, select, update
+from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.engine import make_url
 
 #: Rows per IN (...) list: well under every backend's bound-parameter limit.
@@ -31,6 +32,34 @@ def iso(value: datetime | None) -> str | None:
 def chunks(values: list, size: int = CHUNK):
     for start in range(0, len(values), size):
         yield values[start : start + size]
+
+
+def hold(conn, name: str) -> None:
+    """Hold the lock ``name`` until this transaction ends: an UPDATE of its row, which every
+    database serialises (a row lock on PostgreSQL and MariaDB, the write lock on SQLite). Reads
+    made after it see what the previous holder committed. The row must exist: see
+    :func:`create_lock`, called before the transaction (creating it inside would take gap
+    locks on MariaDB, and two first-time holders would deadlock)."""
+    from connector_core.ledger.schema import locks
+
+    held = conn.execute(update(locks).where(locks.c.name == name).values(taken=locks.c.taken + 1)).rowcount
+    if not held:
+        raise RuntimeError(f"lock {name!r} has no row: call create_lock first")
+
+
+def create_lock(engine: Engine, name: str) -> None:
+    """Make sure the row of lock ``name`` exists, in a transaction of its own."""
+    from connector_core.ledger.schema import locks
+
+    for _ in range(5):
+        try:
+            with engine.begin() as conn:
+                if conn.execute(select(locks.c.name).where(locks.c.name == name)).first() is None:
+                    conn.execute(insert(locks).values(name=name, taken=0))
+            return
+        except (IntegrityError, OperationalError):  # created by another writer, or a deadlock on it
+            continue
+    raise RuntimeError(f"could not create the ledger lock {name!r}")
 
 
 class LedgerPart:

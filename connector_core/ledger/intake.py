@@ -30,7 +30,7 @@ from sqlalchemy import and_, func, select, update
 
 from connector_core.contract import DocumentState
 from connector_core.ledger import states
-from connector_core.ledger.database import LedgerPart, chunks, utcnow
+from connector_core.ledger.database import LedgerPart, chunks, create_lock, hold, utcnow
 from connector_core.ledger.records import FetchedItem, RecordSummary
 from connector_core.ledger.schema import documents
 
@@ -61,12 +61,23 @@ def number_taken_message(number: str, other_source: str, other_key: str, other_s
 class Intake(LedgerPart):
     """The fetch stage's writes."""
 
+    def __init__(self, engine, sender) -> None:
+        super().__init__(engine, sender)
+        self._locks_created: set[str] = set()
+
     def record_fetched(self, *, source: str, profile: str, items: Sequence[FetchedItem]) -> RecordSummary:
         """Record a page of fetched invoices; the same content fetched twice is recorded once."""
         summary = RecordSummary()
         # The last occurrence wins when a plugin yields one key twice in a page.
         by_key = {item.source_key: item for item in items}
+        lock = f"intake:{profile}"
+        if lock not in self._locks_created:
+            create_lock(self.engine, lock)
+            self._locks_created.add(lock)
         with self.engine.begin() as conn:
+            # One recorder per profile at a time, across connectors: otherwise two of them
+            # could both find an invoice number free and both send it.
+            hold(conn, lock)
             latest = self._latest(conn, source, list(by_key))
             holders = self._number_holders(conn, profile, {item.number for item in by_key.values()})
             # MyInvois's duplicate rule includes the document type: an invoice and a credit note

@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy import and_, bindparam, exists, func, select, update
 
 from connector_core.contract import DocumentState
-from connector_core.ledger import states
+from connector_core.ledger import claimed, states
 from connector_core.ledger.database import LedgerPart, as_utc, utcnow
 from connector_core.ledger.held import release_held
 from connector_core.ledger.records import DocumentStatusUpdate, SubmissionRecord, SubmittedDocument
@@ -66,23 +66,8 @@ class Polls(LedgerPart):
         complete: certainly not accepted in it, so free to be sent again."""
         now = utcnow()
         with self.engine.begin() as conn:
-            if found_unnamed:
-                states.move(
-                    conn,
-                    states.doc("accepted"),
-                    documents.c.id == bindparam("b_id"),
-                    owner=submission_id,
-                    values={"uuid": bindparam("b_uuid"), "submitted_at": now, "updated_at": now},
-                    rows=[{"b_id": doc_id, "b_uuid": uuid} for doc_id, uuid in found_unnamed],
-                )
-            if not_in_submission:
-                states.move(
-                    conn,
-                    states.doc("not_sent"),
-                    documents.c.id.in_(list(not_in_submission)),
-                    owner=submission_id,
-                    values={"submission_id": None, "updated_at": now},
-                )
+            claimed.accept(conn, submission_id, found_unnamed, now)
+            claimed.release(conn, submission_id, not_in_submission, now)
             # Updates that set the same columns share one executemany (a poll of a valid
             # submission is a single statement); an UPDATE per document cost a statement build per row.
             by_columns: dict[tuple[str, tuple[str, ...]], list[dict[str, Any]]] = {}

@@ -119,3 +119,12 @@ incidents = Table(
     Column("subject", String(255), nullable=True),
     Column("message", Text, nullable=False),
 )
+
+#: Row locks by name: a transaction that updates a row holds it until it commits (the same on
+#: SQLite, PostgreSQL and MariaDB). See ``database.hold``.
+locks = Table(
+    "locks",
+    metadata,
+    Column("name", String(150), primary_key=True),
+    Column("taken", Integer, nullable=False),
+)

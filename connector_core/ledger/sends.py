@@ -25,7 +25,7 @@ from typing import Any
 from sqlalchemy import and_, bindparam, func, literal_column, or_, select
 
 from connector_core.contract import DocumentState
-from connector_core.ledger import states
+from connector_core.ledger import claimed, states
 from connector_core.ledger.database import LedgerPart, as_utc, chunks, utcnow
 from connector_core.ledger.held import release_held
 from connector_core.ledger.records import BuiltDocument, PendingDocument, SubmissionRecord, SubmittedDocument
@@ -195,17 +195,11 @@ class Sends(LedgerPart):
             )
             if moved.lost:
                 return moved
-            self._accept_documents(conn, submission_id, by_number, accepted, now)
+            claimed.accept(conn, submission_id, _by_id(by_number, accepted), now)
             self._reject_documents(conn, submission_id, by_number, rejected, now, as_batch=False)
-            if not keeps_open and unnamed:
+            if not keeps_open:
                 # No uid to poll: what the answer did not name certainly was not accepted in it.
-                states.move(
-                    conn,
-                    states.doc("not_sent"),
-                    documents.c.id.in_([by_number[n] for n in unnamed]),
-                    owner=submission_id,
-                    values={"submission_id": None, "updated_at": now},
-                )
+                claimed.release(conn, submission_id, [by_number[n] for n in unnamed], now)
             release_held(conn)
             return moved
 
@@ -248,13 +242,7 @@ class Sends(LedgerPart):
                 expected=1,
             )
             if moved.won:
-                states.move(
-                    conn,
-                    states.doc("not_sent"),
-                    documents.c.submission_id == submission_id,
-                    owner=submission_id,
-                    values={"submission_id": None, "updated_at": now},
-                )
+                claimed.release(conn, submission_id, None, now)
             return moved
 
     # --- reconciliation ---------------------------------------------------------------------
@@ -302,16 +290,8 @@ class Sends(LedgerPart):
             )
             if moved.lost:
                 return moved
-            by_number = self._claimed_by_number(conn, submission_id)
-            self._accept_documents(conn, submission_id, by_number, accepted, now)
-            if missing:
-                states.move(
-                    conn,
-                    states.doc("not_sent"),
-                    documents.c.id.in_(list(missing)),
-                    owner=submission_id,
-                    values={"submission_id": None, "updated_at": now},
-                )
+            claimed.accept(conn, submission_id, _by_id(self._claimed_by_number(conn, submission_id), accepted), now)
+            claimed.release(conn, submission_id, missing, now)
             return moved
 
     def still_in_doubt(self, submission_id: int, reason: str) -> states.Moved:
@@ -392,21 +372,6 @@ class Sends(LedgerPart):
         }
 
     @staticmethod
-    def _accept_documents(conn, submission_id: int, by_number: dict[str, int], accepted, now) -> None:
-        # One executemany, not one UPDATE per document: building a statement per row cost
-        # more CPU than the whole rest of recording the answer (benchmarks/, docs/performance.md).
-        rows = [{"b_id": by_number[number], "b_uuid": uuid} for number, uuid in accepted if number in by_number]
-        if rows:
-            states.move(
-                conn,
-                states.doc("accepted"),
-                documents.c.id == bindparam("b_id"),
-                owner=submission_id,
-                values={"uuid": bindparam("b_uuid"), "submitted_at": now, "updated_at": now},
-                rows=rows,
-            )
-
-    @staticmethod
     def _reject_documents(conn, submission_id: int, by_number: dict[str, int], rejected, now, *, as_batch: bool) -> None:
         rows = [
             {"b_id": by_number[number], "b_errors": json.dumps(errors), "b_details": json.dumps(details)}
@@ -432,6 +397,11 @@ class Sends(LedgerPart):
     def _submissions(self, cond, *, order=None, limit=None, with_documents=False, with_content=True) -> list[SubmissionRecord]:
         with self.engine.connect() as conn:
             return load_submissions(conn, cond, order=order, limit=limit, with_documents=with_documents, with_content=with_content)
+
+
+def _by_id(by_number: dict[str, int], accepted: Sequence[tuple[str, str]]) -> list[tuple[int, str]]:
+    """(code number, uuid) from MyInvois's answer -> (document id, uuid) of our claimed rows."""
+    return [(by_number[number], uuid) for number, uuid in accepted if number in by_number]
 
 
 def load_submissions(conn, cond, *, order=None, limit=None, with_documents=False, with_content=True) -> list[SubmissionRecord]:

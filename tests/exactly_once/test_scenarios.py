@@ -110,22 +110,38 @@ def test_a_an_edit_between_the_fetch_read_and_write_never_resets_a_claimed_docum
     try:
         fetcher.intake.record_fetched(source="s", profile="p", items=[item("A", "1")])
         pending = submitter.sends.pending_documents("p", 10)
+        claims = []
+        claimer = threading.Thread(
+            target=lambda: claims.append(submitter.sends.claim(profile="p", built=built_for(pending, '{"sent":1}')))
+        )
 
         def claim_now():
-            claim = submitter.sends.claim(profile="p", built=built_for(pending, '{"sent":1}'))
-            assert claim.won
+            claimer.start()
+            # PostgreSQL and MariaDB let the claim commit here, between the fetch's read and its
+            # write. SQLite cannot: the fetch holds the database's write lock for its whole
+            # transaction, so the claim waits until the edit is in.
+            if fetcher.engine.dialect.name != "sqlite":
+                claimer.join(60)
 
-        # The fetch has read "pending"; the submitter claims before the fetch writes the edit.
+        # The fetch has read "pending" (with the content the submitter built from) and is about to write the edit.
         is_edit = lambda sql: sql.lstrip().upper().startswith("UPDATE DOCUMENTS") and "fingerprint" in sql  # noqa: E731
         with once(fetcher.engine, is_edit, claim_now) as race:
             summary = fetcher.intake.record_fetched(source="s", profile="p", items=[item("A", "2")])
-        assert race.fired
+        claimer.join(60)
+        assert race.fired and len(claims) == 1
 
         rows = fetcher.status.find_documents(source="s")
-        assert [(r["version"], r["state"]) for r in rows] == [(1, "submitting"), (2, "held")]
-        # The claimed bytes are still the ones that went on the wire.
-        assert rows[0]["document"] == '{"sent":1}' and rows[0]["fingerprint"] == "1" * 64
-        assert rows[1]["fingerprint"] == "2" * 64 and summary.changed_after_submit == ["A"]
+        if claims[0].won:
+            # The claim came first: the edit did not reset it; it waits as version 2.
+            assert [(r["version"], r["state"]) for r in rows] == [(1, "submitting"), (2, "held")]
+            # The claimed bytes are still the ones that went on the wire.
+            assert rows[0]["document"] == '{"sent":1}' and rows[0]["fingerprint"] == "1" * 64
+            assert rows[1]["fingerprint"] == "2" * 64 and summary.changed_after_submit == ["A"]
+        else:
+            # The edit came first: the claim of the old content lost, nothing was opened.
+            assert fetcher.engine.dialect.name == "sqlite"
+            assert [(r["version"], r["state"], r["fingerprint"], r["document"]) for r in rows] == [(1, "pending", "2" * 64, None)]
+            assert fetcher.status.find_submissions() == []
     finally:
         fetcher.close()
         submitter.close()
@@ -616,3 +632,35 @@ def _stats(sim) -> dict:
 
 def _calls(sim, endpoint: str) -> int:
     return sum(_stats(sim)["requests"].get(endpoint, {}).values())
+
+
+def test_e_two_connectors_recording_one_number_at_once_leave_it_to_one_row(ledger_url):
+    """Two sources of one profile, read by two connectors at the same moment, both carry 200
+    invoice numbers: each number ends pending on one row only, the other row refused."""
+    a, b = Ledger(ledger_url, sender="a"), Ledger(ledger_url, sender="b")
+    numbers = [f"INV-{n:05d}" for n in range(200)]
+    start = threading.Barrier(2)
+    summaries = {}
+
+    def record(ledger, source):
+        start.wait()
+        summaries[source] = ledger.intake.record_fetched(
+            source=source, profile="p", items=[item(f"{source}-{n}", source[0], number=n) for n in numbers]
+        )
+
+    try:
+        threads = [threading.Thread(target=record, args=args) for args in ((a, "alpha"), (b, "beta"))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+        holders: dict[str, list[str]] = {}
+        for source in ("alpha", "beta"):
+            for d in a.status.find_documents(source=source):
+                if d["state"] == "pending":
+                    holders.setdefault(d["number"], []).append(source)
+        assert sorted(holders) == numbers and all(len(h) == 1 for h in holders.values())
+        assert len(summaries["alpha"].number_taken) + len(summaries["beta"].number_taken) == len(numbers)
+    finally:
+        a.close()
+        b.close()

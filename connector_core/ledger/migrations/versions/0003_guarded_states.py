@@ -8,7 +8,10 @@
   about the invoice's content; setting the ERP row back to pending sends it again.
 * ``documents.report_attempts`` / ``report_error`` / ``next_report_at``: an outcome the ERP
   refuses to take is retried with back-off on its own, without blocking the others.
-* an index on ``(profile, number)``: the same invoice number on two ERP rows is found at once.
+* an index on ``(profile, number)``: the same invoice number on two ERP rows is found at once;
+* ``locks``: one row per lock name; a writer that updates it holds it until commit. Recording
+  fetched invoices holds the profile's row, so two connectors never both see an invoice
+  number as free.
 
 Revision ID: 0003
 Revises: 0002
@@ -34,10 +37,16 @@ def upgrade() -> None:
         batch.add_column(sa.Column("report_error", sa.Text(), nullable=True))
         batch.add_column(sa.Column("next_report_at", sa.DateTime(timezone=True), nullable=True))
     op.create_index("ix_documents_profile_number", "documents", ["profile", "number"])
+    op.create_table(
+        "locks",
+        sa.Column("name", sa.String(150), primary_key=True),
+        sa.Column("taken", sa.Integer(), nullable=False),
+    )
     op.execute("UPDATE submissions SET first_sent_at = sent_at, claimed_at = sent_at")
 
 
 def downgrade() -> None:
+    op.drop_table("locks")
     op.drop_index("ix_documents_profile_number", table_name="documents")
     with op.batch_alter_table("documents") as batch:
         batch.drop_column("next_report_at")
