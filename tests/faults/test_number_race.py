@@ -11,12 +11,11 @@ first one recorded (tests/faults/test_fault_paths.py). Two connectors record at 
 the ERPs here add their twins in bursts, so that both daemons' next fetches record them in
 overlapping transactions.
 
-Today that fails: the check "does another row hold this number?" and the insert of the new row
-are one transaction that nothing serialises against another connector's, so under READ
-COMMITTED both connectors see no holder and both rows go out. When the two builds fall in the
-same second MyInvois refuses the second as a DS302 duplicate; otherwise MyInvois holds two Valid
-documents with one number (hundreds of the 1,800 numbers here). The test is marked as an
-expected failure of exactly that outcome (SameNumberSentTwice); any other failure fails it.
+Without a lock this failed: the check "does another row hold this number?" and the insert of
+the new row were one transaction that nothing serialised against another connector's, so under
+READ COMMITTED both connectors saw no holder and both rows went out (hundreds of the 1,800
+numbers ended Valid twice). Recording now holds a per-profile lock row of the ledger
+(connector_core/ledger/database.py, ``hold``) for its transaction.
 """
 
 from __future__ import annotations
@@ -47,15 +46,6 @@ class SameNumberSentTwice(AssertionError):
     """Both rows of one invoice number were sent, and MyInvois holds two documents with it."""
 
 
-#: Where the race is (see the module's docstring).
-RACE = (
-    "Intake.record_fetched reads which row holds each number (_number_holders) and inserts the new rows in "
-    "one transaction, without a lock or a unique constraint: two connectors recording twins of one profile "
-    "at once (READ COMMITTED) both see no holder, and both rows become pending"
-)
-
-
-@pytest.mark.xfail(raises=SameNumberSentTwice, strict=False, reason=RACE)
 def test_twins_recorded_by_two_connectors_at_once_are_sent_once(tmp_path: Path):
     rng = random.Random(23)
     with h.scratch_postgres_ledger() as ledger_url, h.start_simulator(seed=23) as sim:

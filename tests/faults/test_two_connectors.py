@@ -222,28 +222,20 @@ def test_two_daemons_on_one_ledger_killed_at_random_lose_and_duplicate_nothing(t
     assert figures["valid"] == figures["invoices"] - INVALID, figures
 
 
-#: Why a Redis that forgets its keys lets the pair exceed a window: see the test's docstring.
-FORGETFUL_REDIS = (
-    "docs/operations.md, 'A backend that forgets': each daemon keeps its own grants of the window in memory, "
-    "but not the other's, so after a restart that lost the keys the pair can together grant more than one "
-    "window allows (seen: 21-23 submissions against a limit of 20)"
-)
-
-
 @pytest.mark.parametrize(
     "persistent",
     [
-        pytest.param(False, id="redis-forgets", marks=pytest.mark.xfail(raises=WindowExceeded, strict=False, reason=FORGETFUL_REDIS)),
+        pytest.param(False, id="redis-forgets"),
         pytest.param(True, id="redis-appendonly"),
     ],
 )
 def test_two_daemons_outlive_a_restart_of_their_shared_redis_within_the_limits(persistent: bool, tmp_path: Path, ledger_url: str):
     """Redis killed (SIGKILL) and started again twice while both daemons send. With an append-only
     file (what docs/operations.md asks of a Redis shared by several connectors) it comes back with
-    the windows. Without persistence it comes back empty: nothing may be lost or duplicated
-    either way, but then the daemons cannot know what the other sent before the restart, and
-    together they can exceed the window. That variant is an expected failure, and only of the
-    window check (WindowExceeded): any other failure of it fails the test."""
+    the windows. Without persistence it comes back empty: neither daemon knows what the other
+    sent before the restart, so each one that sees the restart (the marker key is gone) grants
+    nothing for one whole window. Either way nothing is lost or duplicated and no window of the
+    simulator's is exceeded."""
     redis = h.ThrowawayRedis(tmp_path, persistent=persistent)
     redis.start()
     try:
