@@ -218,6 +218,10 @@ outbox = "var/kedai/outbox.csv"
     engine = create_engine(postgres_url)
     with engine.begin() as conn:
         assert conn.execute(text("SELECT count(*) FROM documents WHERE profile = 'kedai'")).scalar() == 2
-        for table in ("documents", "submissions", "counters", "incidents", "alembic_version"):
-            conn.execute(text(f"DROP TABLE {table} CASCADE"))
+    # Every table of the ledger's schema, so the next test on this session's database starts empty.
+    from connector_core.ledger.schema import metadata
+
+    metadata.drop_all(engine)
+    with engine.begin() as conn:
+        conn.execute(text("DROP TABLE IF EXISTS alembic_version"))
     engine.dispose()
