@@ -107,6 +107,21 @@ def redis_url():
 
 
 @pytest.fixture()
+def throwaway_redis(tmp_path):
+    """A running redis-server of this test only (never the shared one), to stop and restart at will."""
+    import shutil
+
+    from tests.api._throwaway_redis import ThrowawayRedis
+
+    if shutil.which("redis-server") is None:
+        service_unavailable("Redis", "redis-server is not on PATH, so no throw-away server can be started")
+    server = ThrowawayRedis(tmp_path)
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture()
 def unique_prefix() -> str:
     return f"myinvois-test-{uuid.uuid4().hex[:12]}"
 

@@ -64,20 +64,3 @@ def token_cache_path(tmp_path):
 
 
 __all__ = ["FAST_RETRIES", "TAXPAYER", "TokenCache", "requests_of", "set_faults", "stats"]
-
-
-@pytest.fixture()
-def throwaway_redis(tmp_path):
-    """A running redis-server of this test only (never the shared one), to stop and restart at will."""
-    import shutil
-
-    from tests.conftest import service_unavailable
-
-    from ._throwaway_redis import ThrowawayRedis
-
-    if shutil.which("redis-server") is None:
-        service_unavailable("Redis", "redis-server is not on PATH, so no throw-away server can be started")
-    server = ThrowawayRedis(tmp_path)
-    server.start()
-    yield server
-    server.stop()

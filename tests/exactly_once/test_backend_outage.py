@@ -6,13 +6,9 @@ stopped and started again while the connector works against the simulator."""
 
 from __future__ import annotations
 
-import shutil
-
 import pytest
 
 from connector_core.pipeline.sending import BatchOutcome
-from tests.api._throwaway_redis import ThrowawayRedis
-from tests.conftest import service_unavailable
 from tests.exactly_once.conftest import make_connector
 from tests.exactly_once.erp import MemoryErp
 from tests.exactly_once.test_scenarios import fetch, poll_and_report, submission_states, submit
@@ -20,27 +16,17 @@ from tests.exactly_once.test_scenarios import fetch, poll_and_report, submission
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture()
-def redis_server(tmp_path):
-    if shutil.which("redis-server") is None:
-        service_unavailable("Redis", "no redis-server binary to start a throw-away instance")
-    server = ThrowawayRedis(tmp_path)
-    server.start()
-    yield server
-    server.stop()
-
-
-def test_a_rate_backend_outage_is_not_sent_pauses_with_one_incident_and_resumes(tmp_path, ledger_url, simulator, redis_server):
+def test_a_rate_backend_outage_is_not_sent_pauses_with_one_incident_and_resumes(tmp_path, ledger_url, simulator, throwaway_redis):
     erp = MemoryErp()
     for n in range(3):
         erp.add(f"k{n}")
     events: list[str] = []
     observe = lambda event, fields: events.append(event)  # noqa: E731
     with make_connector(
-        tmp_path, ledger_url, simulator, {"erp": erp}, rate_backend=redis_server.url, observers=(observe,)
+        tmp_path, ledger_url, simulator, {"erp": erp}, rate_backend=throwaway_redis.url, observers=(observe,)
     ) as c:
         fetch(c)
-        redis_server.stop()
+        throwaway_redis.stop()
         first = submit(c)
         second = submit(c)
         assert first.outcomes == [BatchOutcome.BACKEND_DOWN] and second.outcomes == [BatchOutcome.BACKEND_DOWN]
@@ -52,7 +38,7 @@ def test_a_rate_backend_outage_is_not_sent_pauses_with_one_incident_and_resumes(
         assert len(incidents) == 1 and "rate_limits.backend" in incidents[0]["message"]
         assert events.count("rate_backend_down") == 1
 
-        redis_server.start()  # back, and empty: it forgot every window
+        throwaway_redis.start()  # back, and empty: it forgot every window
         third = submit(c)
         assert third.outcomes == [BatchOutcome.ACCEPTED] and "rate_backend_back" in events
         poll_and_report(c)
