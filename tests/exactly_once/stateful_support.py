@@ -90,7 +90,13 @@ def open_connector(workdir: Path, ledger_url: str, sim, erp: MemoryErp, name: st
         rate_limits={"backend": "memory", "profile": "off"},
         # A 429 reaches the pipeline at once (the document goes back to pending) instead of
         # being waited out inside the client.
-        retry={"read_timeout_s": 10, "base_delay_s": 0.05, "max_delay_s": 0.2, "read_max_attempts": 2, "rate_limited_max_retries": 0},
+        retry={
+            "read_timeout_s": 10,
+            "base_delay_s": 0.05,
+            "max_delay_s": 0.2,
+            "read_max_attempts": 2,
+            "rate_limited_max_retries": 0,
+        },
         cycles={
             "first_poll_delay_seconds": 0.0,
             "first_poll_delay_per_document_seconds": 0.0,
@@ -281,7 +287,9 @@ def let_time_pass(sim, ledger_engine) -> None:
     moment = utcnow() - timedelta(seconds=1)
     with ledger_engine.begin() as conn:
         conn.execute(
-            update(submissions).where(submissions.c.state == "accepted", submissions.c.next_poll_at > moment).values(next_poll_at=moment)
+            update(submissions)
+            .where(submissions.c.state == "accepted", submissions.c.next_poll_at > moment)
+            .values(next_poll_at=moment)
         )
         conn.execute(update(documents).where(documents.c.next_report_at > moment).values(next_report_at=moment))
 
@@ -387,7 +395,7 @@ def claims_in_conflict(ledger: LedgerView) -> list[str]:
         if d["state"] == "pending" and holder is not None and holder not in CLOSED:
             problems.append(f"{name} is pending but still held by {holder} submission {d['submission_id']}")
     problems += [f"two versions in flight at once: {names}" for names in in_flight.values() if len(names) > 1]
-    problems += [f"submission {sid} is still sending between steps" for sid, state in ledger.submissions.items() if state == "sending"]
+    problems += [f"submission {sid} is still sending between steps" for sid, s in ledger.submissions.items() if s == "sending"]
     return problems
 
 
@@ -395,17 +403,21 @@ def outcomes_naming_other_documents(erp: MemoryErp, sim_docs: list[AtMyInvois]) 
     """Every uuid an ERP row was given is a document our connectors sent with that row's
     number (Valid, for a valid or changed_after_valid outcome): never another row's, never
     another system's."""
-    ours = {d.uuid: d for d in sim_docs if not d.foreign}
+    by_uuid = {d.uuid: d for d in sim_docs}
     problems = []
     with erp.lock:
         for row in erp.rows.values():
             for version, state, uuid in row.outcomes:
-                if uuid is None:
+                doc = by_uuid.get(uuid)
+                own = doc is not None and not doc.foreign and doc.number == row.number
+                if uuid is None or (own and (doc.valid or state not in VALIDATED)):
                     continue
-                doc = ours.get(uuid)
-                if doc is None or doc.number != row.number or (state in VALIDATED and not doc.valid):
-                    whose = "another system's" if uuid in {d.uuid for d in sim_docs if d.foreign} else f"{doc}"
-                    problems.append(f"row {row.key} ({row.number}) v{version} {state} was given {uuid}: {whose}")
+                if doc is None:
+                    whose = "no document at MyInvois"
+                else:
+                    sender = "another system's" if doc.foreign else "our"
+                    whose = f"{sender} {'Valid' if doc.valid else 'Invalid'} document of {doc.number}"
+                problems.append(f"row {row.key} ({row.number}) v{version} {state} was given {uuid}: {whose}")
     return problems
 
 
@@ -445,7 +457,9 @@ def unsettled(erp: MemoryErp, sim_docs: list[AtMyInvois], ledger: LedgerView) ->
             if mine["state"] not in FINAL or mine["reported_at"] is None:
                 problems.append(f"row {row.key} v{mine['version']} is {mine['state']}, reported_at {mine['reported_at']}")
             if (row.status, row.uuid) != (mine["state"], mine["uuid"]):
-                problems.append(f"row {row.key} holds {row.status}/{row.uuid}, its latest version is {mine['state']}/{mine['uuid']}")
+                problems.append(
+                    f"row {row.key} holds {row.status}/{row.uuid}, its latest version is {mine['state']}/{mine['uuid']}"
+                )
             if row.status in VALIDATED:
                 holders[row.number].append(row.key)
             elif row.status != "locally_invalid" or not any(_NUMBER_TAKEN.search(e) for e in row.errors):
@@ -453,8 +467,9 @@ def unsettled(erp: MemoryErp, sim_docs: list[AtMyInvois], ledger: LedgerView) ->
                 problems.append(f"row {row.key} ended {row.status}: {row.errors}")
         for number in sorted({row.number for row in erp.rows.values()}):
             named = [erp.rows[key].uuid for key in holders[number]]
-            if len(named) > 1 or named != valid_uuids.get(number, []):
-                problems.append(f"{number}: rows reporting it Valid {holders[number]} name {named}; ours Valid at MyInvois: {valid_uuids.get(number, [])}")
+            ours = valid_uuids.get(number, [])
+            if len(named) > 1 or named != ours:
+                problems.append(f"{number}: rows reporting it Valid {holders[number]} name {named}; ours Valid: {ours}")
     return problems
 
 
@@ -463,8 +478,8 @@ def describe(broken: dict[str, list[str]], erp: MemoryErp, sim_docs: list[AtMyIn
     lines = [f"{name}: {problem}" for name, problems in broken.items() for problem in problems]
     lines.append("MyInvois:")
     lines += [
-        f"  {d.uuid} {d.number} {'valid' if d.valid else 'invalid'}{f' DS302 of {d.duplicate_of}' if d.duplicate_of else ''}"
-        f"{' (another system)' if d.foreign else ''}"
+        f"  {d.uuid} {d.number} {'valid' if d.valid else 'invalid'}"
+        f"{f' DS302 of {d.duplicate_of}' if d.duplicate_of else ''}{' (another system)' if d.foreign else ''}"
         for d in sim_docs
     ]
     lines.append(f"ledger submissions: {ledger.submissions}")
