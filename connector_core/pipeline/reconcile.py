@@ -183,7 +183,9 @@ def find_submitted(
     # lose sight of the first send once it was older than the slide.
     sent_at = sub.first_sent_at or sub.sent_at or sub.created_at
     window_from = sent_at - WINDOW_BEFORE
-    window_to = max(utcnow(), sent_at + timedelta(seconds=1))
+    # The API takes whole seconds and the client truncates: a window ending "now" would end up to
+    # a second before now, and miss a document MyInvois received in that second.
+    window_to = max(utcnow(), sent_at).replace(microsecond=0) + timedelta(seconds=2)
     found: dict[str, DocumentSummary] = {}
     for doc in docs[:PROBES_PER_SUBMISSION]:
         page_no = 1
