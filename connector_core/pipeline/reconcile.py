@@ -7,8 +7,10 @@ submission ``in_doubt`` → ``reconciling``; a connector that stops mid-way leav
 ages out and is taken again):
 
 1. **Search Documents** for its documents (by e-invoice number, in a window from its *first*
-   send, matching the exact issue time we stamped): if MyInvois has them, take their uuids and
-   the submission's uid from there, and poll that submission as usual.
+   send, matching the exact issue time we stamped, and, where Get Document can show them,
+   exactly the bytes we sent: another system's document with our number is never taken for
+   ours): if MyInvois has them, take their uuids and the submission's uid from there, and poll
+   that submission as usual.
 2. If the search finds nothing, re-send the **identical bytes** (same issue time, same hash):
    * 202: it had not arrived; this is its one and only acceptance;
    * 422 ``DuplicateSubmission``: it had arrived (the search index lagged): in doubt again;
@@ -28,10 +30,11 @@ Each ERP invoice therefore ends with exactly one accepted document.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from datetime import datetime, timedelta
 
-from connector_core.api import ApiError, DocumentSummary
+from connector_core.api import ApiError, DocumentStatus, DocumentSummary, NotFound
 from connector_core.contract import DocumentState
 from connector_core.ledger import SubmissionRecord, SubmittedDocument, utcnow
 from connector_core.pipeline.context import PipelineContext
@@ -176,7 +179,15 @@ def _escalate(ctx: PipelineContext, profile: str, sub: SubmissionRecord, reason:
 def find_submitted(
     ctx: PipelineContext, profile: str, sub: SubmissionRecord, docs: list[SubmittedDocument]
 ) -> dict[str, DocumentSummary]:
-    """Search Documents for a few of the submission's documents; return what was found by number."""
+    """Search Documents for a few of the submission's documents; return what was found by number.
+
+    A hit with our number, issuer and issue second is only a candidate: another system (a
+    second installation on our client id, a manual upload) may have sent a document with the
+    same number in the same second. A candidate MyInvois still holds the bytes of (Submitted,
+    Valid, Cancelled) is ours only if Get Document returns exactly the bytes we sent. An
+    Invalid one cannot be checked that way (Get Document does not return Invalid documents):
+    it is taken only when no candidate proved to be ours, and taking it can only ever report
+    an invalid outcome to the ERP, never another system's Valid uuid."""
     client = ctx.clients[profile]
     tin = ctx.profiles[profile].tin
     # From the first send, not the latest re-send: a window that slid with each re-send would
@@ -188,6 +199,7 @@ def find_submitted(
     window_to = max(utcnow(), sent_at).replace(microsecond=0) + timedelta(seconds=2)
     found: dict[str, DocumentSummary] = {}
     for doc in docs[:PROBES_PER_SUBMISSION]:
+        candidates: list[DocumentSummary] = []
         page_no = 1
         while True:
             page = client.search_documents(
@@ -198,18 +210,18 @@ def find_submitted(
                 invoice_direction="Sent",
                 search_query=doc.number,
             )
-            for summary in page.documents:
-                if _is_ours(summary, doc, tin):
-                    found[doc.number] = summary
-            if page_no >= page.total_pages or doc.number in found:
+            candidates += [summary for summary in page.documents if _could_be_ours(summary, doc, tin)]
+            if page_no >= page.total_pages:
                 break
             page_no += 1
-        if found:
+        ours = _ours_among(ctx, profile, doc, candidates)
+        if ours is not None:
+            found[doc.number] = ours
             break
     return found
 
 
-def _is_ours(summary: DocumentSummary, doc: SubmittedDocument, tin: str) -> bool:
+def _could_be_ours(summary: DocumentSummary, doc: SubmittedDocument, tin: str) -> bool:
     if summary.internal_id != doc.number:
         return False
     if summary.issuer_tin and summary.issuer_tin != tin:
@@ -220,3 +232,25 @@ def _is_ours(summary: DocumentSummary, doc: SubmittedDocument, tin: str) -> bool
         return abs((summary.date_time_issued - doc.issued_at).total_seconds()) < 1
     return True
 
+
+def _ours_among(
+    ctx: PipelineContext, profile: str, doc: SubmittedDocument, candidates: list[DocumentSummary]
+) -> DocumentSummary | None:
+    unverifiable: list[DocumentSummary] = []
+    for summary in candidates:
+        if summary.status == DocumentStatus.INVALID:
+            unverifiable.append(summary)
+        elif _holds_our_bytes(ctx, profile, doc, summary.uuid):
+            return summary
+    # Newest first (Search's order): the latest of our sends that MyInvois refused.
+    return unverifiable[0] if unverifiable else None
+
+
+def _holds_our_bytes(ctx: PipelineContext, profile: str, doc: SubmittedDocument, uuid: str) -> bool:
+    if not doc.document_hash:
+        return False
+    try:
+        raw = ctx.clients[profile].get_document_raw(uuid)
+    except NotFound:
+        return False
+    return hashlib.sha256(raw.document.encode("utf-8")).hexdigest() == doc.document_hash

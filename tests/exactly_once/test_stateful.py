@@ -348,13 +348,6 @@ def test_two_connectors_on_one_ledger_send_every_invoice_exactly_once(backend, t
     run_state_machine_as_test(lambda: TwoConnectorsOneLedger(backend, tmp_path), settings=CI_SETTINGS)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="open bug: reconciliation takes another system's document with our number and issue second for ours "
-    "(connector_core/pipeline/reconcile.py, find_submitted and _is_ours compare number, issuer and issue time, "
-    "never the bytes); remove this mark with the fix",
-)
 def test_reconciliation_never_takes_another_systems_document_for_ours(tmp_path):
     """A failure the state machine found, cut to its four steps. Another system's document
     with k1's number and issue moment is Valid at MyInvois; ours arrives after it (refused as
