@@ -19,10 +19,41 @@ _FINAL = list(states.FINAL)
 #: Write-back failures after which ``run --once`` stops waiting for an outcome: it needs the
 #: ERP's administrator, and it is named in the summary and in ``status``.
 GIVE_UP_WAITING_AFTER_REPORT_FAILURES = 3
+#: Final states in which an invoice waits for a clerk (``run --once`` exits "needs attention").
+_NEEDS_ATTENTION = [
+    states.D.INVALID.value,
+    states.D.REJECTED.value,
+    states.D.LOCALLY_INVALID.value,
+    states.D.CHANGED_AFTER_VALID.value,
+]
+
+
+def _is_latest_version(row: Any = documents) -> Any:
+    """Condition: ``row`` is its invoice's latest version (no row of the same invoice, i.e.
+    source and source key, has a higher version). An older version's outcome stays in the
+    ledger as history, but it is no longer what the invoice is: after a correction is
+    validated as version 2, version 1's errors need nobody's attention."""
+    newer = documents.alias("newer")
+    return ~(
+        select(newer.c.id)
+        .where(newer.c.source == row.c.source, newer.c.source_key == row.c.source_key, newer.c.version > row.c.version)
+        .exists()
+    )
 
 
 class Status(LedgerPart):
     def counts_by_state(self, profile: str | None = None) -> dict[str, int]:
+        """Invoices by the state of their latest version: what ``status`` and the ``run --once``
+        summary show, one count per invoice however often it was corrected."""
+        stmt = select(documents.c.state, func.count()).where(_is_latest_version()).group_by(documents.c.state)
+        if profile is not None:
+            stmt = stmt.where(documents.c.profile == profile)
+        with self.engine.connect() as conn:
+            return {state: n for state, n in conn.execute(stmt)}
+
+    def version_counts_by_state(self, profile: str | None = None) -> dict[str, int]:
+        """Every version of every invoice by state (``status --by-version``): a corrected
+        invoice counts once per version, its superseded outcomes included."""
         stmt = select(documents.c.state, func.count()).group_by(documents.c.state)
         if profile is not None:
             stmt = stmt.where(documents.c.profile == profile)
@@ -107,11 +138,22 @@ class Status(LedgerPart):
                 )
             return out
 
+    def needs_attention_count(self) -> int:
+        """Invoices whose latest version is final in a state a clerk must act on: refused by
+        MyInvois or locally (a number conflict included), or changed after validation. An
+        invoice corrected since, and sent again, no longer counts."""
+        stmt = select(func.count()).select_from(documents).where(documents.c.state.in_(_NEEDS_ATTENTION), _is_latest_version())
+        with self.engine.connect() as conn:
+            return int(conn.execute(stmt).scalar() or 0)
+
     def latest_errors(self, limit: int = 10) -> list[dict[str, Any]]:
+        """Errors to correct in the ERP, newest first: invoices whose latest version ended
+        with errors. An invoice corrected since (a newer version pending, sent or valid) is
+        not listed: its old errors are history, not work."""
         with self.engine.connect() as conn:
             rows = conn.execute(
                 select(documents.c.source, documents.c.number, documents.c.version, documents.c.state, documents.c.errors, documents.c.final_at)
-                .where(documents.c.errors.is_not(None), documents.c.state.in_(_FINAL))
+                .where(documents.c.errors.is_not(None), documents.c.state.in_(_FINAL), _is_latest_version())
                 .order_by(documents.c.updated_at.desc(), documents.c.id.desc())
                 .limit(limit)
             )
