@@ -47,11 +47,14 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Any, Literal, cast
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pyrate_limiter import AbstractBucket, InMemoryBucket, Rate, RateItem, validate_rate_list
+
+if TYPE_CHECKING:
+    from filelock import SoftFileLock
 
 from .endpoints import LHDN_WINDOW_SECONDS, MIN_SPACING_SECONDS, PROFILES, Endpoint
 from .errors import RateBackendUnavailable
@@ -235,7 +238,7 @@ class _SQLiteBackend(_Backend):
         self.outage_errors = (sqlite3.Error, Timeout, OSError)
         self._thread_lock = threading.Lock()
         self._conn: sqlite3.Connection | None = None
-        self._file_lock = None
+        self._file_lock: SoftFileLock | None = None
 
     def _ready(self) -> sqlite3.Connection:
         with self._thread_lock:
@@ -345,7 +348,7 @@ def _redis_put_script() -> str:
     return LuaScript.PUT_ITEM.replace(_LIBRARY_COUNT, _SAFE_COUNT)
 
 
-def _redis_bucket_class() -> type[AbstractBucket]:
+def _redis_bucket_class() -> Any:  # a RedisBucket subclass, built when Redis is configured
     from pyrate_limiter import RedisBucket
     from redis.exceptions import NoScriptError
 
@@ -360,7 +363,7 @@ def _redis_bucket_class() -> type[AbstractBucket]:
             try:
                 return super()._check_and_insert(item)
             except NoScriptError:
-                self.script_hash = self.redis.script_load(_redis_put_script())
+                self.script_hash = cast(str, self.redis.script_load(_redis_put_script()))  # a sync client
                 return super()._check_and_insert(item)
 
     return SafeRedisBucket
@@ -380,7 +383,7 @@ class _RedisBackend(_Backend):
         # SCRIPT LOAD answers the script's SHA-1: computed here, nothing is sent before the first
         # call, and a Redis that does not know the script yet is taught it on NOSCRIPT.
         self._put_script_hash = hashlib.sha1(_redis_put_script().encode()).hexdigest()
-        self._epochs: dict[str, bytes | None] = {}
+        self._epochs: dict[str, bytes | str | None] = {}
 
     def make_bucket(self, name: str, rates: list[Rate]) -> AbstractBucket:
         # The constructor, not RedisBucket.init(), so the bucket runs our script instead of loading the library's.
@@ -530,7 +533,7 @@ class _Buckets:
             if bucket.put(item):
                 self._tidy(name, bucket, item.timestamp)
                 return 0.0
-            wait_ms = bucket.waiting(item)
+            wait_ms = cast(int, bucket.waiting(item))  # our buckets are synchronous
         if wait_ms == -1:
             raise RuntimeError(f"rate limit of bucket {name} can never admit one call; check the settings")
         return max(0, wait_ms) / 1000 + _RETRY_SLACK_S

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
-from sqlalchemy import Table, and_, insert, or_, update
+from sqlalchemy import Table, and_, delete, insert, or_, update
 from sqlalchemy.engine import Connection
 
 from connector_core.contract import FINAL_STATES, DocumentState
@@ -91,6 +91,11 @@ def _sub(name, sources, target, stages, *, owned=False, why=""):
 
 F, SU, R, P, RC = Stage.FETCH, Stage.SUBMIT, Stage.RECONCILE, Stage.POLL, Stage.RECOVERY
 
+#: The target of a move that deletes its row (``[*]``, the end state of the diagram): a
+#: submission whose request never left this host is not history worth a row. During an outage
+#: every attempt opened one, and an hour of outage left thousands of ``not_sent`` rows.
+REMOVED = "[*]"
+
 #: Every allowed document move. Order is the order of a document's life.
 DOCUMENT_TRANSITIONS: tuple[Transition, ...] = (
     _doc("record", (), D.PENDING, [F], why="a new invoice, or a new version after a final outcome"),
@@ -121,6 +126,10 @@ SUBMISSION_TRANSITIONS: tuple[Transition, ...] = (
     _sub("answered_all_rejected", (S.SENDING, S.RESENDING), S.DONE, [SU, R], owned=True, why="202 whose documents were all rejected"),
     _sub("answered_refused", (S.SENDING, S.RESENDING), S.REFUSED, [SU, R], owned=True, why="400/403: nothing accepted"),
     _sub("answered_not_sent", (S.SENDING,), S.NOT_SENT, [SU], owned=True, why="connect error, 429, 401: never arrived"),
+    Transition(
+        "withdrawn", "submissions", (S.SENDING.value,), REMOVED, (SU,), True,
+        "the request never left this host (MyInvois unreachable, login failed): no row is kept for it",
+    ),
     _sub("answer_lost", (S.SENDING, S.RESENDING), S.IN_DOUBT, [SU, R], owned=True, why="timeout, 5xx, 422 duplicate: may have arrived"),
     _sub("interrupted", (S.SENDING, S.RESENDING, S.RECONCILING), S.IN_DOUBT, [RC], why="its connector stopped mid-call (own, or abandoned)"),
     _sub("reconcile", (S.IN_DOUBT,), S.RECONCILING, [R], why="one connector takes the reconciliation"),
@@ -199,6 +208,8 @@ def move(
         raise UndeclaredTransition(f"{transition.table}.{transition.name} is not in connector_core.ledger.states")
     if not transition.sources:
         raise UndeclaredTransition(f"{transition.name} creates rows: use insert_state")
+    if transition.target == REMOVED:
+        raise UndeclaredTransition(f"{transition.name} removes rows: use remove")
     table = _TABLES[transition.table]
     # Equalities, not IN (...): an expanding IN cannot run as an executemany.
     conditions = [or_(*(table.c.state == source for source in transition.sources)), *where]
@@ -213,6 +224,22 @@ def move(
     return Moved(transition, result.rowcount or 0, expected)
 
 
+def remove(conn: Connection, transition: Transition, *where: Any, owner: Any = ..., expected: int | None = None) -> Moved:
+    """Compare-and-set delete: the rows matching ``where`` that are still in one of the
+    ``transition``'s source states (and held by ``owner``) are removed."""
+    if BY_NAME.get((transition.table, transition.name)) is not transition or transition.target != REMOVED:
+        raise UndeclaredTransition(f"{transition.table}.{transition.name} is not a declared removal")
+    table = _TABLES[transition.table]
+    conditions = [or_(*(table.c.state == source for source in transition.sources)), *where]
+    if transition.owned:
+        if owner is ...:
+            raise UndeclaredTransition(f"{transition.name} removes claimed rows: name the owner")
+        column = table.c.submission_id if transition.table == "documents" else table.c.sender
+        conditions.append(column.is_(None) if owner is None else column == owner)
+    result = conn.execute(delete(table).where(and_(*conditions)))
+    return Moved(transition, result.rowcount or 0, expected)
+
+
 def insert_state(conn: Connection, transition: Transition, rows: Iterable[dict[str, Any]]) -> list[Any]:
     """Create rows in the ``transition``'s target state; returns the new primary keys when a
     single row is inserted (the submission that a claim opens), else an empty list."""
@@ -223,7 +250,7 @@ def insert_state(conn: Connection, transition: Transition, rows: Iterable[dict[s
     if not rows:
         return []
     if len(rows) == 1:
-        return list(conn.execute(insert(table).values(**rows[0])).inserted_primary_key)
+        return list(conn.execute(insert(table).values(**rows[0])).inserted_primary_key or ())
     conn.execute(insert(table), rows)
     return []
 

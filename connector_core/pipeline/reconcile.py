@@ -34,7 +34,7 @@ import hashlib
 import logging
 from datetime import datetime, timedelta
 
-from connector_core.api import ApiError, DocumentStatus, DocumentSummary, NotFound
+from connector_core.api import ApiError, DocumentStatus, DocumentSummary, NotFound, RateBackendUnavailable, RetriableError
 from connector_core.contract import DocumentState
 from connector_core.ledger import SubmissionRecord, SubmittedDocument, utcnow
 from connector_core.pipeline.context import PipelineContext
@@ -72,7 +72,7 @@ def reconcile_profile(ctx: PipelineContext, profile: str) -> int:
         log.warning("%d submission(s) left claimed by a connector that stopped; they will be reconciled", abandoned)
     resolved = 0
     for sub in sends.unresolved_submissions(profile):
-        if ctx.stop.is_set():
+        if ctx.stop.is_set() or not ctx.availability.may_try(profile):
             break
         # Give a slow server time to finish: the answer may still have been on its way.
         if sub.sent_at and now - sub.sent_at < grace:
@@ -82,6 +82,15 @@ def reconcile_profile(ctx: PipelineContext, profile: str) -> int:
         try:
             if reconcile_submission(ctx, profile, sub):
                 resolved += 1
+        except RetriableError as exc:
+            if isinstance(exc, RateBackendUnavailable):
+                log.warning("submission %s stays in doubt: reconciliation failed (%s); next cycle tries again", sub.id, exc)
+                sends.still_in_doubt(sub.id, f"reconciliation failed: {exc}")
+                continue
+            # MyInvois is failing: said once per outage (Availability), the rest waits with it.
+            sends.still_in_doubt(sub.id, f"reconciliation failed: {exc}")
+            ctx.availability.unreachable(profile, exc.endpoint.value if exc.endpoint else "search", str(exc))
+            break
         except ApiError as exc:
             log.warning("submission %s stays in doubt: reconciliation failed (%s); next cycle tries again", sub.id, exc)
             sends.still_in_doubt(sub.id, f"reconciliation failed: {exc}")
@@ -142,7 +151,7 @@ def reconcile_submission(ctx: PipelineContext, profile: str, sub: SubmissionReco
             "invoices on the MyInvois portal",
         )
         return False
-    ready = [ReadyDocument.from_stored(d.id, d.number, d.document_hash or "", d.document) for d in docs]
+    ready = [ReadyDocument.from_stored(d.id, d.number, d.document_hash or "", d.document) for d in docs if d.document]
     if sends.start_resend(sub.id).lost:
         return False
     ctx.ledger.journal.increment("reconciled_resent")

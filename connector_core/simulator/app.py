@@ -13,6 +13,7 @@ import json
 import secrets
 import time
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from pydantic import ValidationError
 from starlette.applications import Starlette
@@ -25,7 +26,8 @@ from .responses import CompactJSONResponse, LostResponse, api_error, iso, oauth_
 from .service import Simulator
 from .store import Token
 
-Handler = Callable[[Request, Token | None, float], Awaitable[Response]]
+# The token argument is None only for the unauthenticated endpoints (login, the simulator's own).
+Handler = Callable[[Request, Any, float], Awaitable[Response]]
 
 ANONYMOUS = "(anonymous)"
 
@@ -120,7 +122,7 @@ class Gate:
         if limit is not None:
             headers["X-Rate-Limit-Limit"] = str(limit)
         if resets_at is not None:
-            headers["X-Rate-Limit-Reset"] = iso(resets_at)
+            headers["X-Rate-Limit-Reset"] = iso(resets_at) or ""
         return api_error(429, "TooManyRequests", f"Too many requests; retry after {retry_after} seconds",
                          headers=headers)
 

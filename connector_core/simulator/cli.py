@@ -129,5 +129,5 @@ def simulator_command(host: str, port: int, config_path: Path | None, log_level:
             click.echo(banner(config, f"http://{host}:{bound[1]}"), err=False)
             sys.stdout.flush()
 
-    server.startup = startup
+    server.startup = startup  # type: ignore[method-assign]  # uvicorn has no hook for "bound"
     server.run()

@@ -152,7 +152,7 @@ class Simulator:
             token = Token(secrets.token_urlsafe(32), client_id, tin, name, client_id,
                           now + self.config.token_lifetime_seconds)
         else:
-            token = Token(secrets.token_urlsafe(32), client_id, taxpayer.tin, taxpayer.name, None,
+            token = Token(secrets.token_urlsafe(32), client_id, account.tin, account.name, None,
                           now + self.config.token_lifetime_seconds)
         self.store.tokens[token.value] = token
         self.stats.count_login(client_id)
@@ -255,6 +255,7 @@ class Simulator:
                 else:
                     self.store.remember_document_key(key, document_uuid, now)
             ready_at = now + validation.delay_seconds + validation.per_document_seconds * position + slow_extra
+            assert submission_uid is not None  # there is a document, so the submission has a uid
             document = Document(document_uuid, submission_uid, facts, now, ready_at, problems,
                                 raw if config.keep_raw_documents else None, item["format"].upper(),
                                 principal, created_by)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
+from typing import Any
 from datetime import datetime, timedelta, timezone
 
 from connector_core.codes import code_table
@@ -350,7 +351,7 @@ class _Checker:
                      f"{where}.PartyIdentification")
         if role == "SUPPLIER":
             msic = child(party, "IndustryClassificationCode")
-            if not text(msic):
+            if msic is None or not text(msic):
                 self.add(CORE, "CF301", "MSIC code - SUPPLIER is required", "Kod MSIC - PEMBEKAL diperlukan",
                          "IndustryClassificationCode", f"{where}.IndustryClassificationCode")
             elif not str(msic.get("name", "")).strip():
@@ -550,7 +551,7 @@ def _error(problem: Problem) -> dict:
 
 def validation_steps(problems: tuple[Problem, ...] | list[Problem], final_status: str) -> list[dict]:
     """The ``validationSteps`` array: one entry per step, errors in the documented shape."""
-    steps = []
+    steps: list[dict[str, Any]] = []
     for index, name in enumerate(STEP_NAMES):
         if final_status == "Submitted":
             steps.append({"name": name, "status": "Submitted"})
