@@ -16,11 +16,11 @@ from typing import Any
 import click
 
 from connector_core import __version__
+from connector_core.exitcodes import ExitCode
 
 log = logging.getLogger("connector_core.cli")
 
-EXIT_CONFIG = 2
-EXIT_UNFINISHED = 1
+EXIT_CONFIG = ExitCode.CONFIG
 
 
 class _Env:
@@ -94,6 +94,10 @@ def _secret_values(model) -> list[str]:
         value = getattr(model, name)
         if isinstance(value, SecretStr):
             out.append(value.get_secret_value())
+            # A database URL's password alone can surface too (a driver's message, a URL
+            # rendered by a library): mask it on its own, not only the whole URL.
+            if "://" in value.get_secret_value():
+                out.append(_password_of(value.get_secret_value()))
         elif isinstance(value, BaseModel):
             out.extend(_secret_values(value))
     return out
@@ -176,14 +180,17 @@ def _run_once(connector, as_json: bool) -> None:
                     "reported": summary.reported,
                     "counts": summary.counts,
                     "errors": summary.latest_errors,
+                    "needs_attention": summary.needs_attention,
+                    "source_problems": summary.source_problems,
+                    "myinvois_problem": summary.myinvois_problem,
+                    "exit_code": int(summary.exit_code()),
                 },
                 indent=2,
             )
         )
     else:
         _print_summary(summary)
-    if not summary.finished:
-        sys.exit(EXIT_UNFINISHED)
+    sys.exit(int(summary.exit_code()))
 
 
 class _Progress:
@@ -224,7 +231,10 @@ def _print_summary(summary) -> None:
     )
     if summary.problem:
         click.echo(f"Problem: {summary.problem}")
-    click.echo("Documents by state:")
+    for line in summary.source_problems:
+        click.echo(f"Source failed: {line}")
+    # By invoice (its latest version): a corrected invoice is what its latest version is.
+    click.echo("Invoices by state:")
     for state_name, n in sorted(summary.counts.items()):
         click.echo(f"  {state_name.replace('_', ' '):<16} {n}")
     if summary.latest_errors:
@@ -238,17 +248,30 @@ def _print_summary(summary) -> None:
 @main.command()
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.option("--errors", "error_count", default=10, show_default=True, help="How many of the latest errors to show.")
+@click.option("--by-version", is_flag=True, help="Also count every version of corrected invoices.")
 @click.pass_obj
-def status(env: _Env, as_json: bool, error_count: int) -> None:
-    """Counts by state, API counters (429s, logins) and the latest errors, from the ledger."""
-    from connector_core.ledger import Ledger
+def status(env: _Env, as_json: bool, error_count: int, by_version: bool) -> None:
+    """Invoices by state, API counters (429s, logins) and the errors to correct, from the ledger."""
+    from connector_core.ledger import Ledger, NoLedgerYet
 
     settings = env.settings()
-    ledger = Ledger(settings.ledger_url())
+    try:
+        # Only reads: a missing ledger is reported, never created (nor a folder for it).
+        ledger = Ledger(settings.ledger_url(), create=False)
+    except NoLedgerYet:
+        where = _describe_url(settings.ledger_url())
+        if as_json:
+            click.echo(json.dumps({"ledger": where, "exists": False}, indent=2))
+        else:
+            click.echo(f"No ledger yet at {where}: nothing has run with this configuration; `run` creates it.")
+        return
     try:
         data: dict[str, Any] = {
             "ledger": _describe_url(settings.ledger_url()),
+            "exists": True,
+            # Each invoice once, by the state of its latest version; every version below.
             "documents": ledger.status.counts_by_state(),
+            "documents_by_version": ledger.status.version_counts_by_state(),
             "unfinished": ledger.status.unfinished_count(),
             "counters": ledger.journal.counter_values(),
             "latest_errors": ledger.status.latest_errors(error_count),
@@ -265,9 +288,13 @@ def status(env: _Env, as_json: bool, error_count: int) -> None:
         click.echo(json.dumps(data, indent=2))
         return
     click.echo(f"Ledger: {data['ledger']}")
-    click.echo("Documents by state:" if data["documents"] else "Documents: none yet")
+    click.echo("Invoices by state:" if data["documents"] else "Invoices: none yet")
     for state_name, n in sorted(data["documents"].items()):
         click.echo(f"  {state_name.replace('_', ' '):<16} {n}")
+    if by_version and data["documents_by_version"]:
+        click.echo("Versions by state (a corrected invoice counts once per version):")
+        for state_name, n in sorted(data["documents_by_version"].items()):
+            click.echo(f"  {state_name.replace('_', ' '):<16} {n}")
     click.echo(f"Not yet final or not yet written back: {data['unfinished']}")
     if data["oldest_unfinished_fetched_at"]:
         click.echo(f"Oldest unfinished document fetched at: {data['oldest_unfinished_fetched_at']}")
@@ -299,7 +326,7 @@ def status(env: _Env, as_json: bool, error_count: int) -> None:
                 f"{out['attempts']} attempt(s), next {out['next_try']}: {out['error']}"
             )
     if data["latest_errors"]:
-        click.echo("Latest document errors:")
+        click.echo("Errors to correct in the ERP:")
         for err in data["latest_errors"]:
             click.echo(f"  {err['invoice']} v{err['version']} ({err['state']}): {' | '.join(err['errors'])}")
     if data["incidents"]:
@@ -346,23 +373,29 @@ def plugins(as_json: bool) -> None:
 def doctor(env: _Env, no_login: bool) -> None:
     """Check the configuration, plugins, ledger, API and credentials; say what to fix."""
     from connector_core.doctor import FAIL, diagnose
+    from connector_core.exitcodes import most_severe
     from connector_core.observability.logs import configure_logging
 
     configure_logging(env.log_level or "WARNING", env.log_format or "text", stream=sys.stderr)
     failures = 0
+    codes = []
     for finding in diagnose(env.config, login=not no_login):
         click.echo(finding.line())
-        failures += finding.status == FAIL
+        if finding.status == FAIL:
+            failures += 1
+            codes.append(finding.exit_code)
     if failures:
         click.echo(f"{failures} problem(s) to fix.")
-        sys.exit(1)
+        sys.exit(int(most_severe(*codes)))
     click.echo("Ready to run.")
 
 
 def _register_subcommands() -> None:
+    from connector_core.demo.cli import demo_command
     from connector_core.simulator.cli import simulator_command
 
     main.add_command(simulator_command)
+    main.add_command(demo_command)
 
 
 _register_subcommands()

@@ -12,7 +12,7 @@ from connector_core.ledger.records import (
 )
 from connector_core.ledger.sends import Claim
 from connector_core.ledger.states import Moved, SubmissionState
-from connector_core.ledger.store import Ledger
+from connector_core.ledger.store import Ledger, NoLedgerYet
 
 __all__ = [
     "BuiltDocument",
@@ -21,6 +21,7 @@ __all__ = [
     "FetchedItem",
     "Ledger",
     "Moved",
+    "NoLedgerYet",
     "PendingDocument",
     "RecordSummary",
     "SubmissionRecord",

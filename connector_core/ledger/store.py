@@ -15,6 +15,10 @@ compare-and-set; each public method is one transaction.
 
 from __future__ import annotations
 
+from pathlib import Path
+
+from sqlalchemy.engine import make_url
+
 from connector_core.ledger import migrate
 from connector_core.ledger.database import make_engine
 from connector_core.ledger.intake import Intake
@@ -25,17 +29,31 @@ from connector_core.ledger.sends import Sends
 from connector_core.ledger.writeback import WriteBack
 
 
+class NoLedgerYet(Exception):
+    """Opened for reading where no ledger exists: nothing has run with this configuration."""
+
+
 class Ledger:
     """All durable state. Thread-safe: each method uses its own connection and transaction."""
 
-    def __init__(self, url: str, *, sender: str | None = None, echo: bool = False) -> None:
+    def __init__(self, url: str, *, sender: str | None = None, echo: bool = False, create: bool = True) -> None:
         """``sender`` names this connector instance on the submissions it claims (stable across
         restarts of one installation), so that connectors sharing a ledger tell their own
-        interrupted work from another's call in progress."""
+        interrupted work from another's call in progress.
+
+        ``create=False`` is for commands that only read (``status``): a missing SQLite file or
+        a database without the connector's schema raises :class:`NoLedgerYet` instead of being
+        created, and nothing is migrated (a read must never change what it reads)."""
         self.url = url
         self.sender = sender
+        if not create and _missing_sqlite_file(url):
+            raise NoLedgerYet(url)
         self.engine = make_engine(url, echo=echo)
-        migrate.upgrade(self.engine)
+        if create:
+            migrate.upgrade(self.engine)
+        elif migrate.current_revision(self.engine) is None:
+            self.engine.dispose()
+            raise NoLedgerYet(url)
         self.intake = Intake(self.engine, sender)
         self.sends = Sends(self.engine, sender)
         self.polls = Polls(self.engine, sender)
@@ -48,3 +66,9 @@ class Ledger:
 
     def close(self) -> None:
         self.engine.dispose()
+
+
+def _missing_sqlite_file(url: str) -> bool:
+    parsed = make_url(url)
+    database = parsed.database
+    return parsed.get_backend_name() == "sqlite" and bool(database) and database != ":memory:" and not Path(database).expanduser().exists()
