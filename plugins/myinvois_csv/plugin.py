@@ -1,9 +1,14 @@
 """The CSV plugin's hooks.
 
-* fetch: every file of the inbox, oldest name first, invoice by invoice;
+* fetch: every complete file of the inbox, oldest name first, invoice by invoice;
 * recorded: a file whose invoices are all in the ledger moves to the archive folder;
 * results: one row per outcome appended to the outbox CSV, skipping outcomes already there,
   so a replay after a crash does not write a row twice.
+
+A file is complete when its writer is done with it: by convention the ERP writes ``NAME.part``
+(or ``.tmp``) and renames it when done, and a file is read only once it has not been modified
+for ``settle_seconds``. A half-written file read anyway would be refused row by row, or worse,
+submitted short of its last invoices.
 """
 
 from __future__ import annotations
@@ -13,12 +18,17 @@ import logging
 import os
 import shutil
 import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from connector_core import hookimpl
 from connector_core.contract import DocumentOutcome, Source
+from connector_core.model import Invoice, RejectedRecord
+from connector_core.settings import ConfigError
 from myinvois_csv.options import CsvSourceOptions
-from myinvois_csv.reader import read_file
+from myinvois_csv.reader import ParsedFile, build_invoices, parse_file
 
 log = logging.getLogger("myinvois_csv")
 
@@ -34,10 +44,32 @@ OUTBOX_COLUMNS = (
     "final_at",
 )
 SEED_MARKER = ".myinvois-seeded"
+#: Names a writer gives a file it has not finished; it renames the file when done.
+IN_PROGRESS_SUFFIXES = (".part", ".tmp")
 
-# Per source: which invoice keys each inbox file holds, and which of them the ledger recorded.
-_files: dict[str, dict[Path, set[str]]] = {}
-_recorded: dict[str, set[str]] = {}
+
+class FolderMissing(ConfigError):
+    """A folder of the source's options does not exist. One line per folder, naming its key."""
+
+    def __str__(self) -> str:
+        return "; ".join(self.problems)
+
+
+@dataclass
+class _InboxFile:
+    """What the plugin remembers of one inbox file until it is archived."""
+
+    identity: tuple[int, int]  # size, mtime: a file replaced under the same name is another file
+    archive_to: Path | None = None
+    keys: set[str] = field(default_factory=set)
+    recorded: set[str] = field(default_factory=set)
+
+
+# Per source: the inbox files of the latest fetch, from which of them each key came, and keys
+# recorded that came from no file read yet (the hook may be called before any fetch).
+_files: dict[str, dict[Path, _InboxFile]] = {}
+_origins: dict[str, dict[str, list[Path]]] = {}
+_loose: dict[str, set[str]] = {}
 _lock = threading.Lock()
 
 
@@ -49,47 +81,171 @@ def register_source_kinds(register):
 @hookimpl
 def fetch_pending_invoices(source: Source, limit: int):
     options: CsvSourceOptions = source.options  # type: ignore[assignment]
-    options.inbox.mkdir(parents=True, exist_ok=True)
+    _check_folders(source.name, options)
     _seed_once(options)
-    files: dict[Path, set[str]] = {}
+    parsed = _read_complete_files(source.name, options)
     with _lock:
-        _files[source.name] = files
-        recorded = _recorded.setdefault(source.name, set())
+        files = _files[source.name]
+        origins: dict[str, list[Path]] = {}
+        _origins[source.name] = origins
+    for item in parsed:
+        if item.has_no_invoices:
+            log.info("%s has a header row and no invoices; archived", item.shown)
+            with _lock:
+                entry = files.pop(item.path)
+            _archive(options, item.path, entry.archive_to)
+    return _yield_invoices(options, [p for p in parsed if not p.has_no_invoices], files, origins, limit)
+
+
+def _yield_invoices(
+    options: CsvSourceOptions, parsed: list[ParsedFile], files: dict[Path, _InboxFile], origins: dict[str, list[Path]], limit: int
+) -> Iterator[Invoice | RejectedRecord]:
+    # Keys recorded from a file in an earlier fetch whose file still waits for the rest.
+    todo = {p.path: p.source_keys - files[p.path].recorded for p in parsed}
+    conflicts, duplicates = _same_number_in_several_files(parsed, todo)
+    for p in parsed:
+        for key in p.source_keys:
+            origins.setdefault(key, []).append(p.path)
     yielded = 0
-    for path in sorted(options.inbox.glob(options.pattern)):
-        if not path.is_file():
-            continue
-        keys = files.setdefault(path, set())
-        empty = True
-        for item in read_file(path, company=options.company, delimiter=options.delimiter, display_name=f"{options.inbox.name}/{path.name}"):
-            empty = False
-            keys.add(item.source_key)
-            # Recorded already, its file not yet archived (other invoices of it still pending).
-            if item.source_key in recorded:
+    for p in parsed:
+        wanted = todo[p.path] - duplicates.get(p.path, set())
+        for item in build_invoices(p, company=options.company, only=wanted):
+            if item.source_key not in wanted:
                 continue
+            if item.source_key in conflicts:
+                # In place of the first file's invoice; the other files' ones are not offered.
+                if conflicts[item.source_key] is None:
+                    continue
+                item, conflicts[item.source_key] = conflicts[item.source_key], None
             if yielded >= limit:
                 return
             yielded += 1
             yield item
-        if empty:
-            _archive(options, path)
-            files.pop(path, None)
+
+
+def _same_number_in_several_files(parsed: list[ParsedFile], todo: dict[Path, set[str]]):
+    """An invoice number in several files of one fetch. The same rows twice are one invoice
+    (the later copies are noted and not read again); different rows are a conflict that neither
+    file wins: one record names them all, so the clerk renumbers one."""
+    seen: dict[str, list[tuple[ParsedFile, object]]] = {}
+    for p in parsed:
+        for number, group in p.groups.items():
+            if number in todo[p.path]:
+                seen.setdefault(number, []).append((p, group))
+    conflicts: dict[str, RejectedRecord | None] = {}
+    duplicates: dict[Path, set[str]] = {}
+    for number, places in seen.items():
+        if len(places) < 2:
+            continue
+        where = [f"{p.shown} {group.rows_text()}" for p, group in places]  # type: ignore[attr-defined]
+        if len({group.content() for _, group in places}) == 1:  # type: ignore[attr-defined]
+            for p, _ in places[1:]:
+                duplicates.setdefault(p.path, set()).add(number)
+            log.info("invoice %s is in %s with the same content; it is read once", number, " and in ".join(where))
+            continue
+        conflicts[number] = RejectedRecord(
+            source_key=number,
+            number=number,
+            location=" and ".join(where),
+            errors=[
+                (
+                    f"invoice number {number} is used with different content in {len(places)} files: {'; '.join(where)}. "
+                    "Neither is sent, since one number must not name two invoices: give one of them its own invoice "
+                    "number in the ERP (renumber it), then drop the corrected file in the inbox again"
+                )
+            ],
+        )
+    return conflicts, duplicates
+
+
+def _read_complete_files(source_name: str, options: CsvSourceOptions) -> list[ParsedFile]:
+    """Parse every complete file of the inbox, and remember each under its archive path."""
+    now = time.time()
+    with _lock:
+        previous = _files.get(source_name, {})
+    files: dict[Path, _InboxFile] = {}
+    reserved: set[Path] = set()
+    candidates = []
+    for path in sorted(options.inbox.glob(options.pattern)):
+        if path.name.startswith(".") or path.name.lower().endswith(IN_PROGRESS_SUFFIXES) or not path.is_file():
+            continue
+        stat = path.stat()
+        age = now - stat.st_mtime
+        if options.settle_seconds and age < options.settle_seconds:
+            log.info(
+                "%s was modified %.1f s ago; it is read once it has not changed for %g s (settle_seconds)",
+                path,
+                max(age, 0.0),
+                options.settle_seconds,
+            )
+            continue
+        identity = (stat.st_size, stat.st_mtime_ns)
+        known = previous.get(path)
+        if known is not None and known.identity == identity:
+            files[path] = known
+            reserved.add(known.archive_to)
+        else:
+            files[path] = _InboxFile(identity=identity)
+        candidates.append(path)
+    parsed: list[ParsedFile] = []
+    for path in candidates:
+        entry = files[path]
+        if entry.archive_to is None:
+            entry.archive_to = _free_archive_path(options, path, reserved)
+            reserved.add(entry.archive_to)
+        item = parse_file(path, delimiter=options.delimiter, name=f"{options.inbox.name}/{path.name}", shown=str(entry.archive_to))
+        after = path.stat()
+        if (after.st_size, after.st_mtime_ns) != entry.identity:
+            log.info("%s changed while it was read; it is read again once it has not changed for %g s", path, options.settle_seconds)
+            del files[path]
+            continue
+        entry.keys = item.source_keys
+        with _lock:
+            entry.recorded |= entry.keys & _loose.get(source_name, set())
+        parsed.append(item)
+    with _lock:
+        _files[source_name] = files
+    return parsed
+
+
+def _check_folders(source_name: str, options: CsvSourceOptions) -> None:
+    """A missing inbox is a wrong path (or an unmounted share), not an empty inbox."""
+    problems = []
+    key = f"sources.{source_name}.options"
+    if options.seed_dir is not None and not options.seed_dir.is_dir():
+        problems.append(
+            f"{key}.seed_dir: the folder {options.seed_dir.resolve()} does not exist; correct the path, or remove seed_dir "
+            "(it is for demos and trials only)"
+        )
+    if options.seed_dir is None and not options.inbox.is_dir():
+        problems.append(
+            f"{key}.inbox: the folder {options.inbox.resolve()} does not exist; create it (the ERP drops its CSV files there), "
+            "or correct the path, or mount the share it is on"
+        )
+    if problems:
+        raise FolderMissing(problems)
 
 
 @hookimpl
 def on_invoices_recorded(source: Source, source_keys: list[str]):
     options: CsvSourceOptions = source.options  # type: ignore[assignment]
     with _lock:
-        recorded = _recorded.setdefault(source.name, set())
-        recorded.update(source_keys)
         files = _files.get(source.name, {})
-        done = [path for path, keys in files.items() if keys and keys <= recorded]
-        for path in done:
-            # Forget them once archived: a corrected file dropped in later must be read again
-            # (the ledger then tells a new version from an unchanged repeat).
-            recorded.difference_update(files.pop(path))
-    for path in done:
-        _archive(options, path)
+        origins = _origins.get(source.name, {})
+        loose = _loose.setdefault(source.name, set())
+        for key in source_keys:
+            paths = [path for path in origins.get(key, ()) if path in files]
+            for path in paths:
+                files[path].recorded.add(key)
+            if not paths:
+                loose.add(key)
+        # Forget them once archived: a corrected file dropped in later must be read again
+        # (the ledger then tells a new version from an unchanged repeat).
+        done = [(path, files.pop(path)) for path, entry in list(files.items()) if entry.keys <= entry.recorded]
+        for _, entry in done:
+            loose -= entry.keys
+    for path, entry in done:
+        _archive(options, path, entry.archive_to)
 
 
 @hookimpl
@@ -136,14 +292,23 @@ def _outbox_keys(outbox: Path) -> set[tuple[str, str, str]]:
         return {(row["invoice_number"], row["version"], row["status"]) for row in csv.DictReader(fh)}
 
 
-def _archive(options: CsvSourceOptions, path: Path) -> None:
-    options.archive.mkdir(parents=True, exist_ok=True)
+def _free_archive_path(options: CsvSourceOptions, path: Path, reserved: set[Path]) -> Path:
     target = options.archive / path.name
     counter = 1
-    while target.exists():
+    while target.exists() or target in reserved:
         # The same file name dropped again later must not overwrite the earlier one.
         target = options.archive / f"{path.stem}.{counter}{path.suffix}"
         counter += 1
+    return target
+
+
+def _archive(options: CsvSourceOptions, path: Path, target: Path) -> None:
+    """Move ``path`` to ``target``, the archive path its error messages already name."""
+    options.archive.mkdir(parents=True, exist_ok=True)
+    if target.exists():
+        # Taken since the file was read (another connector sharing the archive): keep both.
+        target = _free_archive_path(options, path, set())
+        log.warning("%s was meant for an archive name now taken; archived as %s instead", path.name, target)
     try:
         shutil.move(str(path), target)
         log.info("archived %s to %s", path.name, target)
@@ -154,9 +319,18 @@ def _archive(options: CsvSourceOptions, path: Path) -> None:
 def _seed_once(options: CsvSourceOptions) -> None:
     if options.seed_dir is None:
         return
+    options.inbox.mkdir(parents=True, exist_ok=True)
     marker = options.inbox / SEED_MARKER
     if marker.exists():
         return
+    # The copies are complete as soon as they are renamed: dated settle_seconds back, so that
+    # the same fetch reads them (the demo's first run must not wait for a second cycle).
+    settled = time.time() - options.settle_seconds
     for path in sorted(options.seed_dir.glob(options.pattern)):
-        shutil.copy2(path, options.inbox / path.name)
+        target = options.inbox / path.name
+        partial = target.with_name(target.name + ".part")
+        shutil.copy2(path, partial)
+        mtime = min(partial.stat().st_mtime, settled)
+        os.utime(partial, (mtime, mtime))
+        partial.replace(target)
     marker.write_text("demo files copied; delete this file to copy them again\n", encoding="utf-8")

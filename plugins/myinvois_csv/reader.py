@@ -105,80 +105,185 @@ class RowError(ValueError):
 class _Group:
     number: str
     rows: list[tuple[int, dict[str, str]]] = field(default_factory=list)
-    errors: list[str] = field(default_factory=list)
+    #: Rows with fewer or more fields than the header, and what is wrong: their cells cannot be trusted.
+    ragged: dict[int, str] = field(default_factory=dict)
+
+    def content(self) -> tuple:
+        """What the rows say, without where they are: equal for the same invoice written twice."""
+        return tuple(tuple(sorted(row.items())) for _, row in self.rows)
+
+    def rows_text(self) -> str:
+        numbers = ", ".join(str(n) for n, _ in self.rows)
+        return f"rows {numbers}" if len(self.rows) > 1 else f"row {numbers}"
+
+
+@dataclass
+class ParsedFile:
+    """One file read and split into invoices, before they are built.
+
+    ``name`` is how the file is known across fetches (the key of a record of the whole file);
+    ``shown`` is where a clerk finds it, written into every error (the archive path, since the
+    file is moved there as soon as its invoices are recorded).
+    """
+
+    path: Path
+    name: str
+    shown: str
+    #: The file as a whole is refused (not UTF-8, empty, header wrong): this one record.
+    rejected_file: RejectedRecord | None = None
+    #: Rows that belong to no invoice (no invoice_number).
+    rejected_rows: list[RejectedRecord] = field(default_factory=list)
+    groups: dict[str, _Group] = field(default_factory=dict)
+
+    @property
+    def source_keys(self) -> set[str]:
+        if self.rejected_file is not None:
+            return {self.rejected_file.source_key}
+        return {r.source_key for r in self.rejected_rows} | set(self.groups)
+
+    @property
+    def has_no_invoices(self) -> bool:
+        """A header row and nothing else (blank lines aside)."""
+        return self.rejected_file is None and not self.rejected_rows and not self.groups
 
 
 def read_file(path: Path, *, company: Party, delimiter: str = ",", display_name: str | None = None) -> Iterator[Invoice | RejectedRecord]:
     """Yield each invoice of ``path`` (or a RejectedRecord naming what is wrong with it)."""
     name = display_name or path.name
+    yield from build_invoices(parse_file(path, delimiter=delimiter, name=name, shown=name), company=company)
+
+
+def parse_file(path: Path, *, delimiter: str, name: str, shown: str) -> ParsedFile:
+    """Read ``path`` and group its rows by invoice number; nothing is built yet."""
+    parsed = ParsedFile(path=path, name=name, shown=shown)
     try:
         text = path.read_text(encoding="utf-8-sig")  # -sig: Excel writes a byte-order mark
     except UnicodeDecodeError as exc:
-        yield _file_rejected(name, f"is not UTF-8 text (byte {exc.start}); save it as 'CSV UTF-8' and drop it in the inbox again")
-        return
-    reader = csv.DictReader(text.splitlines(), delimiter=delimiter)
+        parsed.rejected_file = _file_rejected(parsed, f"is not UTF-8 text (byte {exc.start}); save it as 'CSV UTF-8' and drop it in the inbox again")
+        return parsed
+    if not text.strip():
+        parsed.rejected_file = _file_rejected(
+            parsed,
+            "is empty: it has no header row and no invoices; if the ERP's export failed, export again. "
+            "An export with nothing to send should write only the header row, or no file",
+        )
+        return parsed
+    lines = text.splitlines()
+    reader = csv.DictReader(lines, delimiter=delimiter)
     columns = [c.strip() for c in (reader.fieldnames or [])]
     missing = [c for c in REQUIRED_COLUMNS if c not in columns]
     if missing:
-        yield _file_rejected(
-            name,
+        parsed.rejected_file = _file_rejected(
+            parsed,
             f"has no column {', '.join(repr(c) for c in missing)}; the first row must name the columns "
-            "(see docs/plugin-csv.md for the list)",
+            f"(see docs/plugin-csv.md for the list){_delimiter_hint(lines[0], delimiter)}",
         )
-        return
+        return parsed
     unknown = [c for c in columns if c and c not in KNOWN_COLUMNS]
     if unknown:
-        yield _file_rejected(name, f"has unknown column(s) {', '.join(repr(c) for c in unknown)}; check their spelling against docs/plugin-csv.md")
-        return
+        parsed.rejected_file = _file_rejected(
+            parsed, f"has unknown column(s) {', '.join(repr(c) for c in unknown)}; check their spelling against docs/plugin-csv.md"
+        )
+        return parsed
 
-    groups: dict[str, _Group] = {}
     for row_number, raw in enumerate(reader, start=2):
+        absent = [c.strip() for c, v in raw.items() if c is not None and v is None]
+        extra = raw.get(None) or []  # type: ignore[call-overload]
         row = {(k or "").strip(): (v or "").strip() for k, v in raw.items() if k is not None}
-        if not any(row.values()):
+        if not any(row.values()) and not any(v.strip() for v in extra):
             continue  # blank line
+        ragged = _ragged_problem(len(columns), absent, extra, delimiter)
         number = row.get("invoice_number", "")
         if not number:
-            yield RejectedRecord(
-                source_key=f"{name}#row={row_number}",
-                location=f"{name} row {row_number}",
-                errors=["invoice_number is empty; every row must name the invoice it belongs to"],
+            errors = ["invoice_number is empty; every row must name the invoice it belongs to"]
+            if ragged:
+                errors.append(ragged)
+            parsed.rejected_rows.append(
+                RejectedRecord(source_key=f"{name}#row={row_number}", location=f"{shown} row {row_number}", errors=errors)
             )
             continue
-        groups.setdefault(number, _Group(number)).rows.append((row_number, row))
+        group = parsed.groups.setdefault(number, _Group(number))
+        group.rows.append((row_number, row))
+        if ragged:
+            group.ragged[row_number] = ragged
+    return parsed
 
-    for group in groups.values():
-        yield _invoice_from_group(group, name=name, company=company)
+
+def build_invoices(parsed: ParsedFile, *, company: Party, only: set[str] | None = None) -> Iterator[Invoice | RejectedRecord]:
+    """The invoices of a parsed file (those numbered in ``only``, if given), rejected rows first."""
+    if parsed.rejected_file is not None:
+        yield parsed.rejected_file
+        return
+    yield from parsed.rejected_rows
+    for group in parsed.groups.values():
+        if only is None or group.number in only:
+            yield _invoice_from_group(group, name=parsed.shown, company=company)
 
 
-def _file_rejected(name: str, problem: str) -> RejectedRecord:
-    return RejectedRecord(source_key=f"file:{name}", location=name, errors=[f"the file {problem}"])
+def _delimiter_hint(header_line: str, delimiter: str) -> str:
+    """A file saved with another separator (a spreadsheet in a European locale writes ';')."""
+    for other, spelt in ((";", '";"'), ("\t", '"\\t"'), (",", '","'), ("|", '"|"')):
+        if other == delimiter:
+            continue
+        names = {c.strip().strip('"') for c in header_line.split(other)}
+        if all(c in names for c in REQUIRED_COLUMNS):
+            shown = "tabs" if other == "\t" else f"'{other}'"
+            return (
+                f". Its columns are separated by {shown}, not {delimiter!r}: set delimiter = {spelt} in the "
+                "source's options, or save the file comma-separated"
+            )
+    return ""
+
+
+def _ragged_problem(width: int, absent: list[str], extra: list[str], delimiter: str) -> str | None:
+    if absent:
+        return (
+            f"the row has {width - len(absent)} fields, the header {width}; missing: {', '.join(absent)}. "
+            "A row must have a field for every column (empty between two separators is fine); "
+            "was the file still being written, or did a line break end the row early?"
+        )
+    if extra:
+        return (
+            f"the row has {width + len(extra)} fields, {len(extra)} more than the header's {width}; "
+            f"a value containing {delimiter!r} must be in double quotes"
+        )
+    return None
+
+
+def _file_rejected(parsed: ParsedFile, problem: str) -> RejectedRecord:
+    return RejectedRecord(source_key=f"file:{parsed.name}", location=parsed.shown, errors=[f"the file {problem}"])
 
 
 def _invoice_from_group(group: _Group, *, name: str, company: Party) -> Invoice | RejectedRecord:
-    first_row, header = group.rows[0]
-    errors: list[str] = []
     # The location already names a lone row; several rows need each error to say which.
     label = (lambda n: f"row {n}: ") if len(group.rows) > 1 else (lambda n: "")
-    for row_number, row in group.rows[1:]:
-        for column in HEADER_COLUMNS:
-            if row.get(column, "") != header.get(column, ""):
-                errors.append(
-                    f"row {row_number}: {column} differs from row {first_row} of the same invoice; "
-                    "header columns must be the same on every line of an invoice"
-                )
+    # A ragged row's cells are shifted or missing: only its own problem is reported for it.
+    errors: list[str] = [f"{label(n)}{problem}" for n, problem in group.ragged.items()]
+    sound = [(n, row) for n, row in group.rows if n not in group.ragged]
+    head = None
+    if sound:
+        first_row, header = sound[0]
+        for row_number, row in sound[1:]:
+            for column in HEADER_COLUMNS:
+                if row.get(column, "") != header.get(column, ""):
+                    errors.append(
+                        f"row {row_number}: {column} differs from row {first_row} of the same invoice; "
+                        "header columns must be the same on every line of an invoice"
+                    )
     lines: list[InvoiceLine] = []
     for index, (row_number, row) in enumerate(group.rows, start=1):
+        if row_number in group.ragged:
+            continue
         try:
             lines.append(_line(row, index))
         except RowError as exc:
             errors.append(f"{label(row_number)}{exc}")
-    try:
-        head = _header(header)
-    except RowError as exc:
-        errors.append(f"{label(first_row)}{exc}")
-        head = None
-    rows = ", ".join(str(r) for r, _ in group.rows)
-    location = f"{name} rows {rows}" if len(group.rows) > 1 else f"{name} row {first_row}"
+    if sound:
+        try:
+            head = _header(header)
+        except RowError as exc:
+            errors.append(f"{label(first_row)}{exc}")
+    location = f"{name} {group.rows_text()}"
     if errors or head is None:
         return RejectedRecord(source_key=group.number, number=group.number, location=location, errors=errors)
 

@@ -67,9 +67,14 @@ def write_csv(path: Path, rows: list[dict[str, str]], columns: list[str] = COLUM
     return path
 
 
-def make_source(tmp_path: Path, name: str = "erp") -> Source:
+def make_source(tmp_path: Path, name: str = "erp", **overrides) -> Source:
+    """A CSV source; its files are read as soon as written (settle_seconds 0) unless overridden."""
     options = CsvSourceOptions(
-        inbox=tmp_path / "inbox", archive=tmp_path / "archive", outbox=tmp_path / "outbox" / "results.csv", company=COMPANY
+        inbox=tmp_path / "inbox",
+        archive=tmp_path / "archive",
+        outbox=tmp_path / "outbox" / "results.csv",
+        company=COMPANY,
+        **{"settle_seconds": 0, **overrides},
     )
     options.inbox.mkdir(parents=True, exist_ok=True)
     return Source(name=name, kind="csv", profile="demo", options=options, state_dir=tmp_path)
@@ -148,7 +153,8 @@ def test_malformed_rows_name_file_row_and_fix_and_other_invoices_go_on(tmp_path)
     assert isinstance(items["GOOD-1"], Invoice) and isinstance(items["GOOD-2"], Invoice)
     price = items["BAD-PRICE"]
     assert isinstance(price, RejectedRecord)
-    assert price.location == "inbox/a.csv row 3"
+    # Named where the clerk finds the file: in the archive, where it is moved once recorded.
+    assert price.location == f"{source.options.archive / 'a.csv'} row 3"
     assert "unit_price '12,50' is not a number" in price.errors[0] and "1250.00" in price.errors[0]
     kind = items["BAD-TYPE"]
     assert isinstance(kind, RejectedRecord) and "document_type 'quote'" in kind.errors[0]
@@ -159,7 +165,7 @@ def test_rows_of_one_invoice_must_agree_on_header_columns(tmp_path):
     write_csv(source.options.inbox / "a.csv", [row("INV-1"), row("INV-1", party_tin="C20880050010")])
     (item,) = fetch(source)
     assert isinstance(item, RejectedRecord)
-    assert item.location == "inbox/a.csv rows 2, 3"
+    assert item.location == f"{source.options.archive / 'a.csv'} rows 2, 3"
     assert item.errors == [
         "row 3: party_tin differs from row 2 of the same invoice; header columns must be the same on every line of an invoice"
     ]
@@ -208,9 +214,10 @@ def test_unreadable_files_are_rejected_as_a_whole_with_the_fix(tmp_path):
     source = make_source(tmp_path)
     write_csv(source.options.inbox / "no-price.csv", [row("X")], columns=[c for c in COLUMNS if c != "unit_price"])
     (source.options.inbox / "latin1.csv").write_bytes("invoice_number\nFACTURE-\xe9\n".encode("latin-1"))
-    items = {item.location: item for item in fetch(source)}
-    assert "UTF-8" in items["inbox/latin1.csv"].errors[0]
-    assert "has no column 'unit_price'" in items["inbox/no-price.csv"].errors[0]
+    items = {item.source_key: item for item in fetch(source)}
+    assert "UTF-8" in items["file:inbox/latin1.csv"].errors[0]
+    assert "has no column 'unit_price'" in items["file:inbox/no-price.csv"].errors[0]
+    assert items["file:inbox/no-price.csv"].location == str(source.options.archive / "no-price.csv")
 
 
 def test_outbox_rows_are_written_once_per_outcome(tmp_path):

@@ -100,6 +100,7 @@ def csv_source(tmp_path: Path, name: str) -> Source:
         archive=tmp_path / name / "archive",
         outbox=tmp_path / name / "outbox" / "results.csv",
         company=demo_company(),
+        settle_seconds=0,  # the copies are complete: read them at once
     )
     return Source(name=name, kind="csv", profile="demo", options=options, state_dir=tmp_path)
 
