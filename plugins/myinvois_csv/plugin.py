@@ -27,6 +27,7 @@ from connector_core import hookimpl
 from connector_core.contract import DocumentOutcome, Source
 from connector_core.model import Invoice, RejectedRecord
 from connector_core.settings import ConfigError
+from myinvois_csv.check import check_source  # noqa: F401 - a hook of this plugin, kept in its own module
 from myinvois_csv.options import CsvSourceOptions
 from myinvois_csv.reader import ParsedFile, build_invoices, parse_file
 
@@ -193,7 +194,9 @@ def _read_complete_files(source_name: str, options: CsvSourceOptions) -> list[Pa
         if entry.archive_to is None:
             entry.archive_to = _free_archive_path(options, path, reserved)
             reserved.add(entry.archive_to)
-        item = parse_file(path, delimiter=options.delimiter, name=f"{options.inbox.name}/{path.name}", shown=str(entry.archive_to))
+        # Shown as the clerk would type it: "config/../var" (a config-relative path) reads as "var".
+        shown = os.path.normpath(entry.archive_to)
+        item = parse_file(path, delimiter=options.delimiter, name=f"{options.inbox.name}/{path.name}", shown=shown)
         after = path.stat()
         if (after.st_size, after.st_mtime_ns) != entry.identity:
             log.info("%s changed while it was read; it is read again once it has not changed for %g s", path, options.settle_seconds)
