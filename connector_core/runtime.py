@@ -28,6 +28,7 @@ from pydantic import ValidationError
 
 from connector_core.api import ApiCall, Credentials, MyInvoisClient, RatePolicy, TokenCache
 from connector_core.contract import Source
+from connector_core.exitcodes import ExitCode, most_severe
 from connector_core.ledger import Ledger
 from connector_core.ledger import utcnow
 from connector_core.pipeline.context import PipelineContext
@@ -64,10 +65,33 @@ class RunSummary:
     finished: bool
     latest_errors: list[dict[str, Any]]
     problem: str | None = None
+    #: MyInvois could not be reached or refused a login: what happened, in words.
+    myinvois_problem: str | None = None
+    #: ``run --once`` stopped waiting at ``cycles.once_timeout_seconds`` with invoices unfinished.
+    gave_up: bool = False
+    #: One line per source whose fetch or write-back failed during the run.
+    source_problems: list[str] = field(default_factory=list)
+    #: Invoices whose latest version is final but needs the ERP's attention (invalid, rejected,
+    #: locally invalid, number conflict, changed after validation).
+    needs_attention: int = 0
 
     @property
     def total(self) -> int:
         return sum(self.counts.values())
+
+    def exit_code(self) -> ExitCode:
+        """What ``run --once`` exits with: the most severe of what happened."""
+        codes = [ExitCode.OK]
+        if self.needs_attention:
+            codes.append(ExitCode.NEEDS_ATTENTION)
+        if self.source_problems:
+            codes.append(ExitCode.SOURCE_UNAVAILABLE)
+        if self.myinvois_problem:
+            codes.append(ExitCode.MYINVOIS_UNAVAILABLE)
+        if self.gave_up or (not self.finished and not self.source_problems and not self.myinvois_problem):
+            # Unfinished for no reason named above: out of time, or stopped by a signal.
+            codes.append(ExitCode.GAVE_UP)
+        return most_severe(*codes)
 
 
 def build_sources(settings: Settings, host: PluginHost) -> tuple[dict[str, Source], list[str]]:
@@ -277,8 +301,17 @@ class Connector:
         # Locally invalid documents are final at once: write them back without waiting for a poll.
         report.reported += self._report_all()
         report.duration_s = time.monotonic() - started
+        self._source_verdicts(report)
         self._cycle_done(FETCH_CYCLE, report.duration_s)
         return report
+
+    def _source_verdicts(self, report: CycleReport) -> None:
+        """Each source's health for this fetch cycle: failed if its fetch or any write-back
+        failed since the previous fetch cycle (poll cycles' write-backs included)."""
+        failed = self.ctx.take_cycle_failures()
+        for name in dict.fromkeys([r.source for r in report.fetched] + sorted(failed)):
+            self.ctx.emit("source_cycle", source=name, ok=name not in failed, error=failed.get(name))
+
 
     def _poll(self) -> CycleReport:
         started = time.monotonic()
@@ -309,6 +342,8 @@ class Connector:
         themselves); the other profiles' invoices go on, and the summary names the refused one."""
         started = time.monotonic()
         deadline = started + self.settings.cycles.once_timeout_seconds
+        with self.ctx.source_failure_lock:
+            self.ctx.failed_in_run.clear()
         first = self._first_cycle_polling_meanwhile()
         fetched = sum(r.fetched for r in first.fetched)
         submissions = sum(r.submissions for r in first.submitted)
@@ -343,6 +378,9 @@ class Connector:
             finished=self.ledger.status.unfinished_count() == 0,
             latest_errors=self.ledger.status.latest_errors(20),
             problem=problem,
+            myinvois_problem=problem,
+            source_problems=sorted(self.ctx.failed_in_run.values()),
+            needs_attention=self.ledger.status.needs_attention_count(),
         )
 
     def _first_cycle_polling_meanwhile(self) -> CycleReport:

@@ -32,6 +32,11 @@ class PipelineContext:
     #: Set while the rate-limit backend is failing: one incident when it starts, a line when it ends.
     rate_backend_down: bool = False
     incident_lock: threading.Lock = field(default_factory=threading.Lock)
+    #: Sources whose fetch or write-back failed since the runtime last took them (source ->
+    #: the latest failure): per fetch cycle for /healthz, and over a whole ``run --once``.
+    failed_in_cycle: dict[str, str] = field(default_factory=dict)
+    failed_in_run: dict[str, str] = field(default_factory=dict)
+    source_failure_lock: threading.Lock = field(default_factory=threading.Lock)
 
     def emit(self, event: str, **fields: Any) -> None:
         for observer in self.observers:
@@ -42,7 +47,27 @@ class PipelineContext:
 
     def report_hook_failure(self, failure: HookFailed) -> None:
         """A plugin hook raised: log it, keep it for `status`, tell the observers, go on."""
-        log.error("%s", failure, exc_info=failure.error)
+        # One readable line (source, plugin, hook, cause); the traceback only at DEBUG, as a
+        # wrong key or a missing database is not a bug. Sentry gets the exception either way.
+        log.error("%s", failure)
+        log.debug("traceback of the failure in source %s", failure.source, exc_info=failure.error)
         self.ledger.journal.add_incident("plugin_error", str(failure), subject=failure.source)
         self.ledger.journal.increment("plugin_errors")
         self.emit("plugin_error", plugin=failure.plugin, hook=failure.hook, source=failure.source, error=failure.error)
+        self.note_source_failure(failure)
+
+    def note_source_failure(self, failure: HookFailed) -> None:
+        """A source's plugin raised: the source could not be read or written back. Counted
+        (``source_error``), and kept for the cycle's health verdict and the run's exit code."""
+        if failure.source is None:
+            return
+        with self.source_failure_lock:
+            self.failed_in_cycle[failure.source] = str(failure)
+            self.failed_in_run[failure.source] = str(failure)
+        self.emit("source_error", source=failure.source, plugin=failure.plugin, hook=failure.hook)
+
+    def take_cycle_failures(self) -> dict[str, str]:
+        """The sources that failed since the last call, and forget them."""
+        with self.source_failure_lock:
+            failed, self.failed_in_cycle = self.failed_in_cycle, {}
+        return failed
