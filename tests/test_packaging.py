@@ -276,3 +276,14 @@ def test_the_documented_wheel_form_is_one_pip_accepts(dist, tmp_path):
     )
     assert done.returncode == 0, done.stderr
     assert f"Would install {PROJECT['name']}-{PROJECT['version']}" in done.stdout
+
+
+def test_ci_ends_with_the_readmes_test_command():
+    """What CI runs last is what README.md tells a contributor to run (pip's -q aside), so the
+    Quick start's test command is proven on every run."""
+    readme = (REPO / "README.md").read_text("utf-8")
+    quick_start = readme.split("## Quick start", 1)[1].split("\n## ", 1)[0]
+    commands = re.findall(r"```sh\n(.+?)\n```", quick_start)
+    assert len(commands) == 2, commands
+    ci_lines = [line for line in (REPO / ".ci/run").read_text("utf-8").splitlines() if line.strip()]
+    assert ci_lines[-1].replace(" -q ", " ") == commands[1]
