@@ -8,6 +8,10 @@ Two questions decide it, because they are what an unattended connector fails at 
   interval ago. One failed run is not unhealthy; a cycle that keeps failing or stops running is.
 * Can it still log in? ``max_consecutive_login_failures`` refused logins in a row for one
   profile, with no success in between, make it unhealthy until a login of that profile works.
+* Can it still read and write its ERP sources? A cycle succeeds even when a source's plugin
+  fails (the other sources go on), so each source has its own count: ``max_consecutive_source_failures``
+  fetch cycles in a row in which that source's fetch or write-back failed make it unhealthy
+  until a cycle in which the source worked.
 """
 
 from __future__ import annotations
@@ -37,6 +41,12 @@ class _Logins:
     last_error: str | None = field(default=None)
 
 
+@dataclass
+class _SourceRecord:
+    consecutive_failures: int = 0
+    last_error: str | None = None
+
+
 class HealthMonitor:
     """Healthy / unhealthy, with the reasons in words an operator can act on.
 
@@ -49,18 +59,23 @@ class HealthMonitor:
         *,
         healthy_cycle_multiplier: float = 3.0,
         max_consecutive_login_failures: int = 3,
+        max_consecutive_source_failures: int = 3,
         clock: Callable[[], float] = time.time,
     ) -> None:
         if healthy_cycle_multiplier <= 1:
             raise ValueError("healthy_cycle_multiplier must be greater than 1, or every slightly slow cycle is an outage")
         if max_consecutive_login_failures < 1:
             raise ValueError("max_consecutive_login_failures must be at least 1")
+        if max_consecutive_source_failures < 1:
+            raise ValueError("max_consecutive_source_failures must be at least 1")
         self.multiplier = healthy_cycle_multiplier
         self.max_login_failures = max_consecutive_login_failures
+        self.max_source_failures = max_consecutive_source_failures
         self._clock = clock
         self._lock = threading.Lock()
         self._cycles: dict[str, _Cycle] = {}
         self._logins: dict[str, _Logins] = {}
+        self._sources: dict[str, _SourceRecord] = {}
 
     def register_cycle(self, name: str, interval_s: float) -> None:
         """Expect cycle ``name`` to succeed about every ``interval_s`` seconds from now on."""
@@ -103,6 +118,18 @@ class HealthMonitor:
                 state.last_failure = now
                 state.last_error = error
 
+    def source_cycle(self, source: str, ok: bool, *, error: str | None = None) -> None:
+        """A fetch cycle ended in which ``source`` worked (``ok``) or in which its fetch or
+        write-back failed (``error``: the last failure, for /healthz)."""
+        with self._lock:
+            record = self._sources.setdefault(source, _SourceRecord())
+            if ok:
+                record.consecutive_failures = 0
+                record.last_error = None
+            else:
+                record.consecutive_failures += 1
+                record.last_error = error
+
     def status(self) -> tuple[bool, list[str], dict[str, Any]]:
         """``(ok, reasons, details)``: ``reasons`` says what is wrong (empty when healthy);
         ``details`` holds every cycle's and profile's figures for the health endpoint."""
@@ -110,6 +137,7 @@ class HealthMonitor:
         reasons: list[str] = []
         cycles: dict[str, Any] = {}
         logins: dict[str, Any] = {}
+        sources: dict[str, Any] = {}
         with self._lock:
             for name, cycle in sorted(self._cycles.items()):
                 since = cycle.last_success if cycle.last_success is not None else cycle.registered_at
@@ -141,4 +169,13 @@ class HealthMonitor:
                     "last_success_age_s": None if state.last_success is None else round(now - state.last_success, 3),
                     "failing": failing,
                 }
-        return (not reasons, reasons, {"cycles": cycles, "logins": logins})
+            for name, record in sorted(self._sources.items()):
+                failing = record.consecutive_failures >= self.max_source_failures
+                if failing:
+                    reasons.append(
+                        f"source '{name}' failed in {record.consecutive_failures} fetch cycles in a row"
+                        + (f" (last error: {record.last_error})" if record.last_error else "")
+                        + "; run 'myinvois-connector doctor' to check its connection and rights"
+                    )
+                sources[name] = {"consecutive_failed_cycles": record.consecutive_failures, "failing": failing}
+        return (not reasons, reasons, {"cycles": cycles, "logins": logins, "sources": sources})

@@ -58,6 +58,12 @@ class ObservabilitySettings(BaseModel):
         ge=1,
         description="/healthz turns unhealthy after this many failed logins in a row for one profile. Default 3.",
     )
+    health_source_failures: int = Field(
+        default=3,
+        ge=1,
+        description="/healthz turns unhealthy after this many fetch cycles in a row in which one source's fetch or "
+        "write-back failed. Default 3.",
+    )
 
     @field_validator("log_level", mode="before")
     @classmethod

@@ -35,6 +35,7 @@ class Monitoring:
         self.health = HealthMonitor(
             healthy_cycle_multiplier=obs.healthy_cycle_multiplier,
             max_consecutive_login_failures=obs.max_consecutive_login_failures,
+            max_consecutive_source_failures=obs.health_source_failures,
         )
         self.health.register_cycle(FETCH_CYCLE, settings.cycles.fetch_interval_seconds)
         self.health.register_cycle(POLL_CYCLE, settings.cycles.poll_interval_seconds)
@@ -93,6 +94,10 @@ class Monitoring:
             self.metrics.submission_escalated(fields["profile"])
         elif event == "writeback_refused":
             self.metrics.writeback_failed(fields["source"])
+        elif event == "source_error":
+            self.metrics.source_error(fields["source"])
+        elif event == "source_cycle":
+            self.metrics.source_cycle_finished(fields["source"], fields["ok"], error=fields.get("error"))
         elif event == "claims_lost":
             self.metrics.claims_lost(fields["documents"])
         elif event == "rate_backend_down":

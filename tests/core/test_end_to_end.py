@@ -18,6 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from connector_core.exitcodes import ExitCode
 from connector_core.simulator import SimulatorConfig, run_in_thread
 
 REPO = Path(__file__).resolve().parents[2]
@@ -55,7 +56,8 @@ def demo_config(folder: Path, *, api_base_url: str | None = None) -> Path:
 def test_quick_start_demo_ends_with_every_invoice_final_and_a_rerun_sends_nothing(tmp_path):
     config = demo_config(tmp_path)
     first = run_cli("--config", str(config), "run", "--once", cwd=tmp_path)
-    assert first.returncode == 0, first.stderr
+    # Two demo invoices are refused on purpose: every invoice is final, two need the ERP's attention.
+    assert first.returncode == ExitCode.NEEDS_ATTENTION, first.stderr
     assert "13 invoice(s) fetched" in first.stdout
     assert "valid            11" in first.stdout and "locally invalid  2" in first.stdout
     # The clerk reads what to fix, naming the invoice, the field or row, and the fix.
@@ -74,7 +76,8 @@ def test_quick_start_demo_ends_with_every_invoice_final_and_a_rerun_sends_nothin
     assert sorted(p.name for p in (tmp_path / "var/demo/archive").iterdir()) == sorted(p.name for p in DEMO_INVOICES.iterdir())
 
     again = run_cli("--config", str(config), "run", "--once", "--json", cwd=tmp_path)
-    assert again.returncode == 0, again.stderr
+    # Still needs attention: the two are not corrected yet.
+    assert again.returncode == ExitCode.NEEDS_ATTENTION, again.stderr
     summary = json.loads(again.stdout)
     assert (summary["fetched"], summary["submissions"], summary["reported"]) == (0, 0, 0)
     assert len(outbox_rows(tmp_path / "var/demo/outbox/results.csv")) == 13
@@ -100,11 +103,11 @@ def simulator():
 def test_against_a_separate_simulator_one_login_status_from_get_submission_only_no_duplicates(tmp_path, simulator):
     config = demo_config(tmp_path, api_base_url=simulator.base_url)
     result = run_cli("--config", str(config), "run", "--once", cwd=tmp_path)
-    assert result.returncode == 0, result.stderr
+    assert result.returncode == ExitCode.NEEDS_ATTENTION, result.stderr
     # A second run (a restart) reuses the persisted token: still one login.
     shutil.copy(DEMO_INVOICES / "2026-11-24-sales.csv", tmp_path / "var/demo/inbox/again.csv")
     result = run_cli("--config", str(config), "run", "--once", cwd=tmp_path)
-    assert result.returncode == 0, result.stderr
+    assert result.returncode == ExitCode.NEEDS_ATTENTION, result.stderr
 
     stats = httpx.get(f"{simulator.base_url}/_simulator/stats").json()
     assert stats["logins"] == {"demo-taxpayer": 1}
@@ -131,9 +134,11 @@ def test_invalid_at_myinvois_gets_its_errors_from_details_only_for_that_document
     config = demo_config(tmp_path, api_base_url=simulator.base_url)
     config.write_text(config.read_text().replace(f'seed_dir = "{DEMO_INVOICES}"', f'seed_dir = "{inbox_seed}"'))
     result = run_cli("--config", str(config), "run", "--once", "--json", cwd=tmp_path)
-    assert result.returncode == 0, result.stderr
+    assert result.returncode == ExitCode.NEEDS_ATTENTION, result.stderr
     summary = json.loads(result.stdout)
     assert summary["counts"]["invalid"] == 1
+    # The one invalid at MyInvois and the demo's two locally invalid ones.
+    assert summary["needs_attention"] == 3 and summary["exit_code"] == ExitCode.NEEDS_ATTENTION
     (err,) = [e for e in summary["errors"] if e["state"] == "invalid"]
     assert err["invoice"] == "DEMO-INV-1002" and any("MyInvois rejected" in m for m in err["errors"])
     stats = httpx.get(f"{simulator.base_url}/_simulator/stats").json()
@@ -157,7 +162,7 @@ def test_refused_credentials_stop_run_once_with_the_reason(tmp_path, simulator):
     config = demo_config(tmp_path, api_base_url=simulator.base_url)
     config.write_text(config.read_text().replace('client_secret = "demo-taxpayer-secret"', 'client_secret = "wrong-secret-value"'))
     result = run_cli("--config", str(config), "run", "--once", cwd=tmp_path, timeout=60)
-    assert result.returncode == 1
+    assert result.returncode == ExitCode.MYINVOIS_UNAVAILABLE
     assert "MyInvois refused the login of profile 'demo'" in result.stdout
     assert "wrong-secret-value" not in result.stdout + result.stderr
     stats = httpx.get(f"{simulator.base_url}/_simulator/stats").json()
@@ -204,7 +209,7 @@ outbox = "var/kedai/outbox.csv"
 {other_company}"""
     )
     result = run_cli("--config", str(config), "run", "--once", "--json", cwd=tmp_path)
-    assert result.returncode == 0, result.stderr
+    assert result.returncode == ExitCode.NEEDS_ATTENTION, result.stderr
     summary = json.loads(result.stdout)
     assert summary["counts"] == {"valid": 11 + 2, "locally_invalid": 2}
     stats = httpx.get(f"{simulator.base_url}/_simulator/stats").json()

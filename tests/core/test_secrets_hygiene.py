@@ -90,7 +90,7 @@ log_level = "DEBUG"
         stats = httpx.get(f"{sim.base_url}/_simulator/stats").json()
 
     # The run did what it should: the good profile finished, the other was refused and named.
-    assert run.returncode == 1, run.stderr
+    assert run.returncode == 5, run.stderr  # ExitCode.MYINVOIS_UNAVAILABLE: the refused profile
     assert "MyInvois refused the login of profile 'other'" in run.stdout
     assert json.loads(status.stdout)["documents"]["valid"] == 9  # the sales file: 11 invoices, 2 invalid
     assert stats["logins"]["demo-taxpayer"] == 1
