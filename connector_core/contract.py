@@ -84,3 +84,28 @@ class DocumentOutcome:
     @property
     def is_valid(self) -> bool:
         return self.state is DocumentState.VALID
+
+
+@dataclass(frozen=True)
+class SourceCheck:
+    """One finding of the ``check_source`` hook, shown by ``myinvois-connector doctor``.
+
+    ``status`` is ``"ok"`` (checked, works), ``"fail"`` (checked, does not work: the message
+    says what to fix) or ``"unknown"`` (could not be checked without changing the ERP).
+    Build one with :meth:`passed`, :meth:`failed` or :meth:`unknown`.
+    """
+
+    status: str
+    message: str
+
+    @classmethod
+    def passed(cls, message: str) -> SourceCheck:
+        return cls("ok", message)
+
+    @classmethod
+    def failed(cls, message: str) -> SourceCheck:
+        return cls("fail", message)
+
+    @classmethod
+    def unknown(cls, message: str) -> SourceCheck:
+        return cls("unknown", message)

@@ -10,7 +10,7 @@ How the connector calls hooks
   new arguments can be added to a spec without breaking existing plugins.
 * ``register_source_kinds`` is called on every plugin once at start-up.
 * The source hooks (``fetch_pending_invoices``, ``on_invoices_recorded``,
-  ``on_submission_result``) are called **only on the plugin that registered the source's
+  ``on_submission_result``, ``check_source``) are called **only on the plugin that registered the source's
   kind**. A plugin therefore never has to check whether a source is its own.
 * A hook that raises is isolated: the error is logged with the plugin and source named, counted,
   reported to Sentry when configured, and the cycle goes on with the other sources. What is
@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 import pluggy
 
 if TYPE_CHECKING:
-    from connector_core.contract import DocumentOutcome, Source
+    from connector_core.contract import DocumentOutcome, Source, SourceCheck
     from connector_core.model import Invoice, RejectedRecord
 
 PROJECT_NAME = "myinvois_connector"
@@ -119,10 +119,32 @@ def on_submission_result(source: Source, outcomes: list[DocumentOutcome]) -> Non
     """
 
 
-# Hooks the connector calls, in the order of a cycle. tests/test_hook_contract.py reads this.
+# --- checks (``myinvois-connector doctor``) -----------------------------------------------
+
+
+@hookspec
+def check_source(source: Source) -> Iterable[SourceCheck] | None:
+    """Check that the source can be read and written back, changing nothing in the ERP.
+
+    Return (or yield) :class:`~connector_core.contract.SourceCheck` findings, one per thing
+    checked: connect and read one page of pending invoices *without* marking or moving them
+    (the connector records nothing from it); then check that write-back is possible where the
+    plugin can tell without writing (a file or folder is writable, the user has the right to
+    update the table or model). Say ``SourceCheck.unknown(...)`` for what cannot be told.
+    Each message names the setting or the ERP object to fix.
+
+    Optional: a plugin without it gets a warning in ``doctor`` that its sources are checked
+    only by the first run. Called only by ``doctor``, never during a cycle. If it raises, the
+    error is the finding (a failure), so a plugin may simply let a connection error propagate.
+    """
+
+
+# Hooks the connector calls: those of a cycle in its order, then the doctor's check.
+# tests/test_hook_contract.py reads this.
 HOOK_NAMES: tuple[str, ...] = (
     "register_source_kinds",
     "fetch_pending_invoices",
     "on_invoices_recorded",
     "on_submission_result",
+    "check_source",
 )

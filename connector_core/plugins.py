@@ -21,7 +21,7 @@ import pluggy
 from pydantic import BaseModel
 
 from connector_core import hookspecs
-from connector_core.contract import DocumentOutcome, Source
+from connector_core.contract import DocumentOutcome, Source, SourceCheck
 from connector_core.model import Invoice, RejectedRecord
 
 log = logging.getLogger(__name__)
@@ -163,6 +163,23 @@ class PluginHost:
 
     def on_submission_result(self, source: Source, outcomes: list[DocumentOutcome]) -> None:
         self._call_owner("on_submission_result", source, outcomes=outcomes)
+
+    def check_source(self, source: Source) -> list[SourceCheck] | None:
+        """The owning plugin's checks of ``source``; ``None`` when it implements no
+        ``check_source``. A raising check comes out as :class:`HookFailed`."""
+        plugin, caller = self._owner_caller("check_source", source)
+        if not caller.get_hookimpls():
+            return None
+        try:
+            checks = []
+            for result in caller(source=source):
+                for item in result or ():
+                    if not isinstance(item, SourceCheck):
+                        raise TypeError(f"check_source must return SourceCheck objects, got {type(item).__name__}")
+                    checks.append(item)
+            return checks
+        except Exception as exc:  # noqa: BLE001
+            raise HookFailed(plugin, "check_source", source.name, exc) from exc
 
     def _call_owner(self, hook_name: str, source: Source, **kwargs: Any) -> None:
         plugin, caller = self._owner_caller(hook_name, source)

@@ -494,6 +494,16 @@ class OdooStandin:
             self.records[model.name][record_id].update(vals)
         return True
 
+    def _orm_check_access_rights(self, user: User, model: Model, operation, raise_exception=True):  # noqa: ANN001, ANN202
+        allowed = operation == "read" or not user.read_only
+        if not allowed and raise_exception:
+            raise OdooError(
+                "odoo.exceptions.AccessError",
+                f"You are not allowed to modify '{model.description}' ({model.name}) records.",
+                FAULT_ACCESS_ERROR,
+            )
+        return allowed
+
     def _orm_message_post(self, user: User, model: Model, ids, **kwargs):  # noqa: ANN001, ANN202
         if not model.mail_thread:
             raise OdooError("builtins.AttributeError", f"The method 'message_post' does not exist on the model '{model.name}'", FAULT_APPLICATION_ERROR)

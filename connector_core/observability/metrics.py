@@ -97,6 +97,10 @@ class ConnectorMetrics:
             "writeback_failures", "Outcomes the ERP refused to take (each retried on its own with back-off).",
             ["source"], namespace=ns, registry=r,
         )
+        self._source_errors = Counter(
+            "source_errors", "Failed calls of a source's plugin (fetch, recorded or write-back hook raised), by source.",
+            ["source"], namespace=ns, registry=r,
+        )
         self._lost_claims = Counter(
             "lost_claims", "Documents another writer claimed or changed first (a race lost safely, nothing sent).",
             namespace=ns, registry=r,
@@ -133,6 +137,15 @@ class ConnectorMetrics:
 
     def writeback_failed(self, source: str) -> None:
         self._writeback_failures.labels(source=source).inc()
+
+    def source_error(self, source: str) -> None:
+        """A hook of ``source``'s plugin raised: it could not be read or written back."""
+        self._source_errors.labels(source=source).inc()
+
+    def source_cycle_finished(self, source: str, ok: bool, *, error: str | None = None) -> None:
+        """A fetch cycle ended in which ``source`` worked or failed; feeds /healthz."""
+        if self.health is not None:
+            self.health.source_cycle(source, ok, error=error)
 
     def claims_lost(self, documents: int) -> None:
         self._lost_claims.inc(documents)

@@ -76,14 +76,16 @@ def _refused(ctx: PipelineContext, source: Source, item: tuple[int, DocumentOutc
         doc_id, reason, first_delay=RETRY_FIRST_SECONDS, max_delay=RETRY_MAX_SECONDS
     )
     message = (
-        f"source {source.name} refused the outcome of invoice {outcome.number} v{outcome.version} ({outcome.state.value}): "
+        f"source {source.name} (plugin {failure.plugin}) refused the outcome of invoice {outcome.number} v{outcome.version} ({outcome.state.value}): "
         f"{reason}; the other outcomes went on, this one is offered again in {delay:.0f} s (attempt {attempts}): "
         "fix what the ERP objects to (a closed period, a trigger, a constraint)"
     )
-    log.error("%s", message, exc_info=failure.error)
+    log.error("%s", message)
+    log.debug("traceback of the write-back failure in source %s", source.name, exc_info=failure.error)
     journal.increment("writeback_failures")
     if attempts == 1:
         # One incident per outcome, not one per retry: the retries are in status.
         journal.add_incident("writeback_refused", message, subject=source.name)
     ctx.emit("plugin_error", plugin=failure.plugin, hook=failure.hook, source=failure.source, error=failure.error)
     ctx.emit("writeback_refused", source=source.name, invoice=outcome.number)
+    ctx.note_source_failure(failure)

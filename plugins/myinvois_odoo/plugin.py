@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterator
 from connector_core import hookimpl
 from connector_core.contract import DocumentOutcome, Source
 from connector_core.model import Invoice, RejectedRecord
+from myinvois_odoo.check import check_source  # noqa: F401 - a hook of this plugin, kept in its own module
 from myinvois_odoo.options import OdooSourceOptions
 from myinvois_odoo.source import OdooSource
 

@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterator
 from connector_core import hookimpl
 from connector_core.contract import DocumentOutcome, Source
 from connector_core.model import Invoice, RejectedRecord
+from myinvois_sql.check import check_source  # noqa: F401 - a hook of this plugin, kept in its own module
 from myinvois_sql.engines import engine_for
 from myinvois_sql.options import SqlSourceOptions
 from myinvois_sql.store import store_for

@@ -150,7 +150,7 @@ profile = "ghost"
     )
     env = {k: v for k, v in os.environ.items() if k != "MYINVOIS_TEST_NOT_SET"}
     result = subprocess.run([*CLI, "--config", str(config), "doctor"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
-    assert result.returncode == 1
+    assert result.returncode == 2  # ExitCode.CONFIG
     lines = [line for line in result.stdout.splitlines() if line.startswith("[FAIL]")]
     assert any("profiles.acme.client_secret: environment variable MYINVOIS_TEST_NOT_SET is not set" in line for line in lines)
     assert any("sources.books.kind: no installed plugin provides kind 'csvv'" in line for line in lines)
@@ -165,7 +165,7 @@ def test_doctor_reports_refused_credentials(tmp_path):
         config = demo_config(tmp_path, api_base_url=sim.base_url)
         config.write_text(config.read_text().replace("demo-taxpayer-secret", "not-the-right-one"))
         result = run_cli("--config", str(config), "doctor", cwd=tmp_path)
-    assert result.returncode == 1
+    assert result.returncode == 5  # ExitCode.MYINVOIS_UNAVAILABLE
     assert "[FAIL] credentials: profile demo: login refused" in result.stdout
     assert "not-the-right-one" not in result.stdout + result.stderr
 
@@ -177,7 +177,9 @@ def test_plugins_command_lists_builtin_plugins_and_their_hooks(tmp_path):
     plugins = {p["name"]: p for p in json.loads(result.stdout)}
     assert {"csv", "sql", "odoo"} <= set(plugins)
     assert plugins["csv"]["kinds"] == ["csv"]
-    assert set(plugins["csv"]["hooks"]) == {"register_source_kinds", "fetch_pending_invoices", "on_invoices_recorded", "on_submission_result"}
+    assert set(plugins["csv"]["hooks"]) == {
+        "register_source_kinds", "fetch_pending_invoices", "on_invoices_recorded", "on_submission_result", "check_source",
+    }  # fmt: skip
     assert plugins["csv"]["distribution"] == "myinvois-connector"
 
 

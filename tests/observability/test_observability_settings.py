@@ -25,6 +25,7 @@ def test_defaults_are_safe_for_an_unattended_install():
         "stuck_submission_seconds": 1800,
         "healthy_cycle_multiplier": 3.0,
         "max_consecutive_login_failures": 3,
+        "health_source_failures": 3,
     }
 
 

@@ -1,0 +1,243 @@
+"""A source that cannot be read is loud, never "0 invoice(s) fetched" and exit 0.
+
+A wrong Odoo API key (against the Odoo stand-in over real XML-RPC) and a missing PostgreSQL
+database (the real server) each give: exit code 4 from ``run --once``, one ERROR line naming
+the source, the plugin and the cause without the secret, a ``plugin_error`` incident, the
+counter ``myinvois_source_errors_total{source}``, and an unhealthy ``/healthz`` after
+``observability.health_source_failures`` failed cycles in a row, healthy again once it works.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+from sqlalchemy.engine import make_url
+
+from connector_core.exitcodes import ExitCode
+from connector_core.observability.health import HealthMonitor
+from connector_core.observability.wiring import Monitoring
+from connector_core.runtime import Connector, RunSummary
+from connector_core.settings import load_settings
+from tests.odoo_standin import OdooStandin
+
+CLI = [sys.executable, "-m", "connector_core.cli"]
+LOGIN = "connector@demo.example"
+API_KEY = "odoo-right-key-5c1e0b7a"
+WRONG_KEY = "odoo-wrong-key-77d3e9f1"
+DB_PASSWORD = "Pg-Passw0rd-e81f2c"
+
+PROFILE = """
+environment = "simulator"
+state_dir = "{state_dir}"
+
+[observability]
+metrics_port = {port}
+health_source_failures = 2
+
+[profiles.demo]
+tin = "C25845632020"
+client_id = "demo-taxpayer"
+client_secret = "demo-taxpayer-secret"
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def write_config(tmp_path: Path, source: str, *, port: int = 0) -> Path:
+    path = tmp_path / "connector.toml"
+    path.write_text(PROFILE.format(state_dir=tmp_path / "state", port=port) + source, encoding="utf-8")
+    return path
+
+
+def odoo_source(url: str, api_key: str) -> str:
+    return f"""
+[sources.books]
+kind = "odoo"
+profile = "demo"
+
+[sources.books.options]
+url = "{url}"
+database = "demo"
+login = "{LOGIN}"
+api_key = "{api_key}"
+"""
+
+
+def sql_source(url: str) -> str:
+    return f"""
+[sources.erp]
+kind = "sql"
+profile = "demo"
+
+[sources.erp.options]
+url = "{url}"
+"""
+
+
+def run_cli(config: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [*CLI, "--config", str(config), *args],
+        cwd=config.parent,
+        env={**os.environ},
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+
+
+@pytest.fixture()
+def odoo():
+    with OdooStandin(version="17.0") as standin:
+        standin.add_user(LOGIN, API_KEY)
+        yield standin
+
+
+@pytest.fixture()
+def missing_postgres_database(postgres_url) -> str:
+    """A URL on the real PostgreSQL server (trust auth: any password) of a database that does not exist."""
+    return make_url(postgres_url).set(database="myinvois_no_such_database", password=DB_PASSWORD).render_as_string(hide_password=False)
+
+
+def error_lines(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if " ERROR " in line]
+
+
+# --- run --once -------------------------------------------------------------------------------
+
+
+def test_wrong_odoo_key_makes_run_once_exit_source_unavailable_with_an_error_line(tmp_path, odoo):
+    config = write_config(tmp_path, odoo_source(odoo.url, WRONG_KEY))
+    result = run_cli(config, "run", "--once")
+    assert result.returncode == ExitCode.SOURCE_UNAVAILABLE, result.stdout + result.stderr
+    (line,) = [line for line in error_lines(result.stderr) if "fetch_pending_invoices" in line]
+    assert "source 'books'" in line and "plugin 'odoo'" in line
+    assert f"refused login '{LOGIN}' on database 'demo'" in line
+    assert "Source failed: plugin 'odoo' failed in fetch_pending_invoices for source 'books'" in result.stdout
+    assert WRONG_KEY not in result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+
+    status = run_cli(config, "status", "--json")
+    assert status.returncode == 0, status.stderr
+    incidents = json.loads(status.stdout)["incidents"]
+    assert [(i["kind"], i["subject"]) for i in incidents] == [("plugin_error", "books")]
+    assert WRONG_KEY not in status.stdout
+
+
+def test_missing_postgres_database_makes_run_once_exit_source_unavailable_without_the_password(
+    tmp_path, missing_postgres_database
+):
+    config = write_config(tmp_path, sql_source(missing_postgres_database))
+    result = run_cli(config, "run", "--once", "--json")
+    assert result.returncode == ExitCode.SOURCE_UNAVAILABLE, result.stdout + result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["exit_code"] == ExitCode.SOURCE_UNAVAILABLE and summary["fetched"] == 0
+    (problem,) = summary["source_problems"]
+    (line,) = error_lines(result.stderr)
+    for text in (problem, line):
+        assert "source 'erp'" in text and "plugin 'sql'" in text
+        # Host and database named, the password masked.
+        assert "127.0.0.1:5432/myinvois_no_such_database" in text
+        assert 'database "myinvois_no_such_database" does not exist' in text
+    assert DB_PASSWORD not in result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_a_source_that_works_exits_ok_when_nothing_needs_attention(tmp_path, odoo):
+    """The same configuration with the right key: nothing pending, nothing wrong, exit 0."""
+    config = write_config(tmp_path, odoo_source(odoo.url, API_KEY))
+    result = run_cli(config, "run", "--once")
+    assert result.returncode == ExitCode.OK, result.stdout + result.stderr
+    assert "Source failed" not in result.stdout and not error_lines(result.stderr)
+
+
+# --- metric, incident and /healthz ------------------------------------------------------------
+
+
+def test_failing_source_counts_errors_and_turns_healthz_unhealthy_until_it_works_again(tmp_path, odoo):
+    config = write_config(tmp_path, odoo_source(odoo.url, WRONG_KEY), port=free_port())
+    settings = load_settings(config)
+    monitoring = Monitoring(settings)
+    assert monitoring.server is not None
+    connector = Connector(settings, monitoring=monitoring)
+    try:
+        base = monitoring.server.url
+
+        connector.fetch_and_submit_cycle()
+        # One failed cycle is not an outage (health_source_failures = 2).
+        assert httpx.get(f"{base}/healthz").status_code == 200
+        assert 'myinvois_source_errors_total{source="books"} 1.0' in httpx.get(f"{base}/metrics").text
+
+        connector.fetch_and_submit_cycle()
+        health = httpx.get(f"{base}/healthz")
+        assert health.status_code == 503
+        (reason,) = health.json()["reasons"]
+        assert reason.startswith("source 'books' failed in 2 fetch cycles in a row")
+        assert "refused login" in reason and WRONG_KEY not in health.text
+        assert health.json()["details"]["sources"]["books"] == {"consecutive_failed_cycles": 2, "failing": True}
+        assert 'myinvois_source_errors_total{source="books"} 2.0' in httpx.get(f"{base}/metrics").text
+        incidents = connector.ledger.journal.recent_incidents()
+        assert [(i["kind"], i["subject"]) for i in incidents] == [("plugin_error", "books")] * 2
+
+        # The key is corrected in Odoo: the next cycle works and /healthz is healthy again.
+        odoo.users[LOGIN].api_key = WRONG_KEY
+        connector.fetch_and_submit_cycle()
+        assert httpx.get(f"{base}/healthz").status_code == 200
+        assert 'myinvois_source_errors_total{source="books"} 2.0' in httpx.get(f"{base}/metrics").text
+    finally:
+        connector.close()
+        monitoring.close()
+
+
+def test_health_counts_failed_source_cycles_per_source():
+    health = HealthMonitor(max_consecutive_source_failures=3)
+    for _ in range(2):
+        health.source_cycle("a", False, error="boom")
+        health.source_cycle("b", True)
+    assert health.status()[0] is True
+    health.source_cycle("a", False, error="still down")
+    ok, reasons, details = health.status()
+    assert not ok and reasons == [
+        "source 'a' failed in 3 fetch cycles in a row (last error: still down); "
+        "run 'myinvois-connector doctor' to check its connection and rights"
+    ]
+    assert details["sources"]["b"] == {"consecutive_failed_cycles": 0, "failing": False}
+    health.source_cycle("a", True)
+    assert health.status()[0] is True
+    with pytest.raises(ValueError):
+        HealthMonitor(max_consecutive_source_failures=0)
+
+
+# --- the exit code of a run -------------------------------------------------------------------
+
+
+def summary(**fields) -> RunSummary:
+    base = dict(counts={}, fetched=0, submissions=0, reported=0, duration_s=0.0, finished=True, latest_errors=[])
+    return RunSummary(**{**base, **fields})
+
+
+@pytest.mark.parametrize(
+    ("fields", "expected"),
+    [
+        ({}, ExitCode.OK),
+        ({"needs_attention": 2}, ExitCode.NEEDS_ATTENTION),
+        ({"needs_attention": 2, "source_problems": ["erp down"]}, ExitCode.SOURCE_UNAVAILABLE),
+        ({"source_problems": ["erp down"], "myinvois_problem": "refused"}, ExitCode.MYINVOIS_UNAVAILABLE),
+        # Unfinished because MyInvois refused the login: that is the reason, not "gave up".
+        ({"finished": False, "myinvois_problem": "refused"}, ExitCode.MYINVOIS_UNAVAILABLE),
+        ({"finished": False}, ExitCode.GAVE_UP),
+        ({"finished": False, "gave_up": True, "myinvois_problem": "down"}, ExitCode.GAVE_UP),
+    ],
+)
+def test_run_summary_exits_with_the_most_severe_code(fields, expected):
+    assert summary(**fields).exit_code() is expected
