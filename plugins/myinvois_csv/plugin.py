@@ -22,12 +22,12 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from stat import S_ISREG
 
 from connector_core import hookimpl
 from connector_core.contract import DocumentOutcome, Source
 from connector_core.model import Invoice, RejectedRecord
 from connector_core.settings import ConfigError
-from myinvois_csv.check import check_source  # noqa: F401 - a hook of this plugin, kept in its own module
 from myinvois_csv.options import CsvSourceOptions
 from myinvois_csv.reader import ParsedFile, build_invoices, parse_file
 
@@ -84,33 +84,58 @@ def fetch_pending_invoices(source: Source, limit: int):
     options: CsvSourceOptions = source.options  # type: ignore[assignment]
     _check_folders(source.name, options)
     _seed_once(options)
-    parsed = _read_complete_files(source.name, options)
+    scans = _scan_complete_files(source.name, options)
     with _lock:
         files = _files[source.name]
         origins: dict[str, list[Path]] = {}
         _origins[source.name] = origins
-    for item in parsed:
-        if item.has_no_invoices:
-            log.info("%s has a header row and no invoices; archived", item.shown)
+    for scan in scans:
+        if scan.has_no_invoices:
+            log.info("%s has a header row and no invoices; archived", scan.shown)
             with _lock:
-                entry = files.pop(item.path)
-            _archive(options, item.path, entry.archive_to)
-    return _yield_invoices(options, [p for p in parsed if not p.has_no_invoices], files, origins, limit)
+                entry = files.pop(scan.path)
+            _archive(options, scan.path, entry.archive_to)
+    return _yield_invoices(options, [s for s in scans if not s.has_no_invoices], files, origins, limit)
+
+
+@dataclass
+class _Scan:
+    """What the first pass over a file keeps: enough to compare invoice numbers across files.
+
+    Not the rows themselves: a backlog of many files would be held in memory all at once. The
+    file is parsed again when its turn comes (parsing is a fifth of the cost of building).
+    """
+
+    path: Path
+    identity: tuple[int, int]
+    name: str
+    shown: str
+    keys: set[str]
+    has_no_invoices: bool
+    #: invoice number -> ("rows 2, 3", digest of what those rows say)
+    numbers: dict[str, tuple[str, bytes]]
 
 
 def _yield_invoices(
-    options: CsvSourceOptions, parsed: list[ParsedFile], files: dict[Path, _InboxFile], origins: dict[str, list[Path]], limit: int
+    options: CsvSourceOptions, scans: list[_Scan], files: dict[Path, _InboxFile], origins: dict[str, list[Path]], limit: int
 ) -> Iterator[Invoice | RejectedRecord]:
     # Keys recorded from a file in an earlier fetch whose file still waits for the rest.
-    todo = {p.path: p.source_keys - files[p.path].recorded for p in parsed}
-    conflicts, duplicates = _same_number_in_several_files(parsed, todo)
-    for p in parsed:
-        for key in p.source_keys:
-            origins.setdefault(key, []).append(p.path)
+    todo = {scan.path: scan.keys - files[scan.path].recorded for scan in scans}
+    conflicts, duplicates = _same_number_in_several_files(scans, todo)
+    for scan in scans:
+        for key in scan.keys:
+            origins.setdefault(key, []).append(scan.path)
     yielded = 0
-    for p in parsed:
-        wanted = todo[p.path] - duplicates.get(p.path, set())
-        for item in build_invoices(p, company=options.company, only=wanted):
+    for scan in scans:
+        parsed = _parse_unchanged(scan.path, scan.identity, delimiter=options.delimiter, name=scan.name, shown=scan.shown)
+        if parsed is None or parsed.source_keys != scan.keys:
+            # Rewritten since the first pass (the writer ignored the conventions): next fetch.
+            log.info("%s changed while it was read; it is read again once it has not changed for %g s", scan.path, options.settle_seconds)
+            with _lock:
+                files.pop(scan.path, None)
+            continue
+        wanted = todo[scan.path] - duplicates.get(scan.path, set())
+        for item in build_invoices(parsed, company=options.company, only=wanted):
             if item.source_key not in wanted:
                 continue
             if item.source_key in conflicts:
@@ -124,24 +149,24 @@ def _yield_invoices(
             yield item
 
 
-def _same_number_in_several_files(parsed: list[ParsedFile], todo: dict[Path, set[str]]):
+def _same_number_in_several_files(scans: list[_Scan], todo: dict[Path, set[str]]):
     """An invoice number in several files of one fetch. The same rows twice are one invoice
     (the later copies are noted and not read again); different rows are a conflict that neither
     file wins: one record names them all, so the clerk renumbers one."""
-    seen: dict[str, list[tuple[ParsedFile, object]]] = {}
-    for p in parsed:
-        for number, group in p.groups.items():
-            if number in todo[p.path]:
-                seen.setdefault(number, []).append((p, group))
+    seen: dict[str, list[tuple[_Scan, str, bytes]]] = {}
+    for scan in scans:
+        for number, (rows, digest) in scan.numbers.items():
+            if number in todo[scan.path]:
+                seen.setdefault(number, []).append((scan, rows, digest))
     conflicts: dict[str, RejectedRecord | None] = {}
     duplicates: dict[Path, set[str]] = {}
     for number, places in seen.items():
         if len(places) < 2:
             continue
-        where = [f"{p.shown} {group.rows_text()}" for p, group in places]  # type: ignore[attr-defined]
-        if len({group.content() for _, group in places}) == 1:  # type: ignore[attr-defined]
-            for p, _ in places[1:]:
-                duplicates.setdefault(p.path, set()).add(number)
+        where = [f"{scan.shown} {rows}" for scan, rows, _ in places]
+        if len({digest for _, _, digest in places}) == 1:
+            for scan, _, _ in places[1:]:
+                duplicates.setdefault(scan.path, set()).add(number)
             log.info("invoice %s is in %s with the same content; it is read once", number, " and in ".join(where))
             continue
         conflicts[number] = RejectedRecord(
@@ -159,8 +184,8 @@ def _same_number_in_several_files(parsed: list[ParsedFile], todo: dict[Path, set
     return conflicts, duplicates
 
 
-def _read_complete_files(source_name: str, options: CsvSourceOptions) -> list[ParsedFile]:
-    """Parse every complete file of the inbox, and remember each under its archive path."""
+def _scan_complete_files(source_name: str, options: CsvSourceOptions) -> list[_Scan]:
+    """Scan every complete file of the inbox, and remember each under its archive path."""
     now = time.time()
     with _lock:
         previous = _files.get(source_name, {})
@@ -168,9 +193,14 @@ def _read_complete_files(source_name: str, options: CsvSourceOptions) -> list[Pa
     reserved: set[Path] = set()
     candidates = []
     for path in sorted(options.inbox.glob(options.pattern)):
-        if path.name.startswith(".") or path.name.lower().endswith(IN_PROGRESS_SUFFIXES) or not path.is_file():
+        if path.name.startswith(".") or path.name.lower().endswith(IN_PROGRESS_SUFFIXES):
             continue
-        stat = path.stat()
+        try:
+            stat = path.stat()
+        except FileNotFoundError:
+            continue  # moved away since the folder was listed
+        if not S_ISREG(stat.st_mode):
+            continue
         age = now - stat.st_mtime
         if options.settle_seconds and age < options.settle_seconds:
             log.info(
@@ -184,11 +214,11 @@ def _read_complete_files(source_name: str, options: CsvSourceOptions) -> list[Pa
         known = previous.get(path)
         if known is not None and known.identity == identity:
             files[path] = known
-            reserved.add(known.archive_to)
+            reserved.add(known.archive_to)  # type: ignore[arg-type]
         else:
             files[path] = _InboxFile(identity=identity)
         candidates.append(path)
-    parsed: list[ParsedFile] = []
+    scans: list[_Scan] = []
     for path in candidates:
         entry = files[path]
         if entry.archive_to is None:
@@ -196,19 +226,30 @@ def _read_complete_files(source_name: str, options: CsvSourceOptions) -> list[Pa
             reserved.add(entry.archive_to)
         # Shown as the clerk would type it: "config/../var" (a config-relative path) reads as "var".
         shown = os.path.normpath(entry.archive_to)
-        item = parse_file(path, delimiter=options.delimiter, name=f"{options.inbox.name}/{path.name}", shown=shown)
-        after = path.stat()
-        if (after.st_size, after.st_mtime_ns) != entry.identity:
+        parsed = _parse_unchanged(path, entry.identity, delimiter=options.delimiter, name=f"{options.inbox.name}/{path.name}", shown=shown)
+        if parsed is None:
             log.info("%s changed while it was read; it is read again once it has not changed for %g s", path, options.settle_seconds)
             del files[path]
             continue
-        entry.keys = item.source_keys
+        entry.keys = parsed.source_keys
         with _lock:
             entry.recorded |= entry.keys & _loose.get(source_name, set())
-        parsed.append(item)
+        numbers = {number: (group.rows_text(), group.digest()) for number, group in parsed.groups.items()}
+        scans.append(_Scan(path, entry.identity, parsed.name, shown, entry.keys, parsed.has_no_invoices, numbers))
     with _lock:
         _files[source_name] = files
-    return parsed
+    return scans
+
+
+def _parse_unchanged(path: Path, identity: tuple[int, int], *, delimiter: str, name: str, shown: str) -> ParsedFile | None:
+    """The file parsed, or None if it changed (size or modification time) or went away
+    before or while it was read."""
+    try:
+        parsed = parse_file(path, delimiter=delimiter, name=name, shown=shown)
+        stat = path.stat()
+    except FileNotFoundError:
+        return None
+    return parsed if (stat.st_size, stat.st_mtime_ns) == identity else None
 
 
 def _check_folders(source_name: str, options: CsvSourceOptions) -> None:

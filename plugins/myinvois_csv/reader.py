@@ -7,6 +7,7 @@ and the column, and says how to fix it. A bad row spoils only its own invoice.
 from __future__ import annotations
 
 import csv
+import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import date
@@ -77,7 +78,8 @@ LINE_COLUMNS = (
     "tax_exemption_reason",
 )
 
-KNOWN_COLUMNS = frozenset(("invoice_number", *HEADER_COLUMNS, *LINE_COLUMNS))
+_ALL_COLUMNS = ("invoice_number", *HEADER_COLUMNS, *LINE_COLUMNS)
+KNOWN_COLUMNS = frozenset(_ALL_COLUMNS)
 
 #: Names a clerk may write instead of the code.
 DOCUMENT_TYPE_NAMES = {
@@ -108,9 +110,11 @@ class _Group:
     #: Rows with fewer or more fields than the header, and what is wrong: their cells cannot be trusted.
     ragged: dict[int, str] = field(default_factory=dict)
 
-    def content(self) -> tuple:
-        """What the rows say, without where they are: equal for the same invoice written twice."""
-        return tuple(tuple(sorted(row.items())) for _, row in self.rows)
+    def digest(self) -> bytes:
+        """What the rows say, without where they are: equal for the same invoice written twice,
+        whatever the order of the file's columns (an absent column reads as empty)."""
+        text = "\x1e".join("\x1f".join(row.get(c, "") for c in _ALL_COLUMNS) for _, row in self.rows)
+        return hashlib.blake2b(text.encode(), digest_size=20).digest()
 
     def rows_text(self) -> str:
         numbers = ", ".join(str(n) for n, _ in self.rows)
@@ -187,7 +191,8 @@ def parse_file(path: Path, *, delimiter: str, name: str, shown: str) -> ParsedFi
         return parsed
 
     for row_number, raw in enumerate(reader, start=2):
-        absent = [c.strip() for c, v in raw.items() if c is not None and v is None]
+        # A short row has None for its missing cells; a long one lists the extra cells under None.
+        absent = [c.strip() for c, v in raw.items() if c is not None and v is None] if None in raw.values() else []
         extra = raw.get(None) or []  # type: ignore[call-overload]
         row = {(k or "").strip(): (v or "").strip() for k, v in raw.items() if k is not None}
         if not any(row.values()) and not any(v.strip() for v in extra):
