@@ -28,6 +28,7 @@ from connector_core import hookimpl
 from connector_core.contract import DocumentOutcome, Source
 from connector_core.model import Invoice, RejectedRecord
 from connector_core.settings import ConfigError
+from myinvois_csv.check import check_source  # noqa: F401 - a hook of this plugin, kept in its own module
 from myinvois_csv.options import CsvSourceOptions
 from myinvois_csv.reader import ParsedFile, build_invoices, parse_file
 
