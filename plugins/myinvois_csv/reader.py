@@ -100,7 +100,11 @@ _PARTY_COLUMN = {"id_type": "party_id_type", "lines": "party_address1", "city": 
 
 
 class RowError(ValueError):
-    """One bad cell; the message names the column and the fix."""
+    """Bad cells of a row; each problem names the column and the fix."""
+
+    def __init__(self, *problems: str) -> None:
+        super().__init__("; ".join(problems))
+        self.problems = list(problems)
 
 
 @dataclass
@@ -282,7 +286,7 @@ def _invoice_from_group(group: _Group, *, name: str, company: Party) -> Invoice 
         try:
             lines.append(_line(row, index))
         except RowError as exc:
-            errors.append(f"{label(row_number)}{exc}")
+            errors.extend(f"{label(row_number)}{problem}" for problem in exc.problems)
     if sound:
         try:
             head = _header(header)
@@ -353,17 +357,29 @@ def _header(row: dict[str, str]) -> tuple[DocumentType, Party, dict]:
 
 
 def _line(row: dict[str, str], index: int) -> InvoiceLine:
-    quantity = _decimal(row, "quantity", required=False) or Decimal("1")
-    unit_price = _decimal(row, "unit_price", required=True)
-    discount = _decimal(row, "discount", required=False) or Decimal("0")
+    # Every bad cell of the row at once: a clerk fixing one at a time would need a round trip each.
+    problems: list[str] = []
+
+    def number(column: str, *, required: bool = False) -> Decimal | None:
+        try:
+            return _decimal(row, column, required=required)
+        except RowError as exc:
+            problems.extend(exc.problems)
+            return None
+
+    quantity = number("quantity") or Decimal("1")
+    unit_price = number("unit_price", required=True)
+    discount = number("discount") or Decimal("0")
+    rate = number("tax_rate")
+    tax_amount = number("tax_amount")
     if not row.get("description"):
-        raise RowError("description is empty; describe the goods or service sold")
+        problems.append("description is empty; describe the goods or service sold")
     codes = [c.strip().zfill(3) for c in row.get("classification", "").replace(",", ";").split(";") if c.strip()]
     if not codes:
-        raise RowError("classification is empty; give a 3-digit MyInvois classification code such as 022 (others)")
+        problems.append("classification is empty; give a 3-digit MyInvois classification code such as 022 (others)")
+    if problems or unit_price is None:
+        raise RowError(*problems)
     taxable = (quantity * unit_price - discount).quantize(CENT, ROUND_HALF_UP)
-    rate = _decimal(row, "tax_rate", required=False)
-    tax_amount = _decimal(row, "tax_amount", required=False)
     if tax_amount is None:
         tax_amount = (taxable * (rate or Decimal("0")) / 100).quantize(CENT, ROUND_HALF_UP)
     tax_type = row.get("tax_type", "")

@@ -262,6 +262,14 @@ def test_a_ragged_row_lists_every_missing_field(tmp_path):
     assert ragged.location == f"{source.options.archive / 'a.csv'} row 3"
 
 
+def test_every_bad_cell_of_a_row_is_named_not_only_the_first(tmp_path):
+    source = make_source(tmp_path)
+    write_csv(source.options.inbox / "a.csv", [row("CELLS-1", unit_price="", description="", classification="", tax_rate="ten")])
+    (item,) = fetch(source)
+    assert isinstance(item, RejectedRecord)
+    assert [e.split(" ")[0] for e in item.errors] == ["unit_price", "tax_rate", "description", "classification"]
+
+
 def test_a_row_with_too_many_fields_says_to_quote_the_value(tmp_path):
     source = make_source(tmp_path)
     text = csv_text([row("LONG-1")])
