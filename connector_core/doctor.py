@@ -25,11 +25,8 @@ class Finding:
     exit_code: ExitCode = ExitCode.CONFIG
 
     def line(self) -> str:
-        from connector_core.observability.redaction import redact_secrets
-
         mark = {OK: "ok  ", WARN: "warn", FAIL: "FAIL"}[self.status]
-        # A driver's or a server's message may quote a secret back: never print it.
-        return redact_secrets(f"[{mark}] {self.check}: {self.message}")
+        return f"[{mark}] {self.check}: {self.message}"
 
 
 def diagnose(config: Path | None, *, login: bool = True) -> Iterator[Finding]:
@@ -118,8 +115,8 @@ def _check_plugins(settings):
 
 
 def _register_secrets(settings) -> None:
-    """Mask every secret of ``settings`` (or of a source's options) in doctor's output, as the
-    daemon masks them in its logs."""
+    """Register every secret of ``settings`` (or of a source's options) for masking, as the
+    daemon does for its logs: what a plugin's check says is masked before it is printed."""
     from pydantic import BaseModel, SecretStr
     from sqlalchemy.engine import make_url
 
@@ -146,6 +143,7 @@ def _register_secrets(settings) -> None:
 def _check_sources(host, sources):
     """Each source's plugin connects and reads one page, and says whether write-back can work.
     Nothing of what it reads is recorded: doctor opens no ledger for it."""
+    from connector_core.observability.redaction import redact_secrets
     from connector_core.plugins import HookFailed
 
     for source in sources.values():
@@ -154,14 +152,16 @@ def _check_sources(host, sources):
         try:
             results = host.check_source(source)
         except HookFailed as failure:
-            yield Finding(check, FAIL, f"{type(failure.error).__name__}: {failure.error}", ExitCode.SOURCE_UNAVAILABLE)
+            # A driver's or an ERP's message may quote a secret back: never print it.
+            message = redact_secrets(f"{type(failure.error).__name__}: {failure.error}")
+            yield Finding(check, FAIL, message, ExitCode.SOURCE_UNAVAILABLE)
             continue
         if results is None:
             yield Finding(check, WARN, f"plugin of kind {source.kind!r} offers no check_source; the first run shows whether it works")
             continue
         for result in results:
             status = {"ok": OK, "fail": FAIL}.get(result.status, WARN)
-            yield Finding(check, status, result.message, ExitCode.SOURCE_UNAVAILABLE)
+            yield Finding(check, status, redact_secrets(result.message), ExitCode.SOURCE_UNAVAILABLE)
 
 
 def _check_urls(settings):

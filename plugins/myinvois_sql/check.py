@@ -36,15 +36,15 @@ def check_source(source: Source) -> list[SourceCheck]:
                 findings += _check_queries(store, conn)
             conn.rollback()  # doctor reads only
     except SQLAlchemyError as exc:
-        raise store._failure("checking the source", exc) from exc  # noqa: SLF001 - the plugin's own wording
+        raise store._failure("checking the source", exc) from exc  # the plugin's own wording
     return findings
 
 
 def _read_one_page(store: _Store, conn: Connection) -> str:
-    headers = store._headers(conn, None, 1)  # noqa: SLF001 - the same read a cycle does
+    headers = store._headers(conn, None, 1)  # the same read a cycle does
     if not headers:
         return "no invoice is pending"
-    store._lines(conn, headers)  # noqa: SLF001
+    store._lines(conn, headers)
     return f"first pending invoice: key {headers[0]['_key']}, number {headers[0].get('invoice_number')}"
 
 

@@ -11,13 +11,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from myinvois_csv.options import CsvSourceOptions
 from sqlalchemy import create_engine
 from sqlalchemy.engine import make_url
 
 from connector_core.contract import Source, SourceCheck
 from connector_core.exitcodes import ExitCode
 from connector_core.plugins import HookFailed, PluginHost
-from myinvois_csv.options import CsvSourceOptions
 from tests.core.test_source_failures import (
     API_KEY,
     DB_PASSWORD,
@@ -232,9 +232,8 @@ def test_check_source_failure_is_a_hook_failure_and_a_missing_hook_is_none(tmp_p
 
         @hookimpl
         def check_source(self, source):
-            if source.kind == "silent":
-                return None
-            raise ConnectionError("ERP is down")
+            if source.kind != "silent":
+                raise ConnectionError("ERP is down")
 
     host = PluginHost(load_entry_points=False, extra_plugins=(Probe(),))
     probe = Source("p", "probe", "demo", host.kinds["probe"].options_model())
@@ -250,3 +249,32 @@ def test_check_source_failure_is_a_hook_failure_and_a_missing_hook_is_none(tmp_p
     )
     checks = csv_host.check_source(Source("files", "csv", "demo", options))
     assert checks and all(isinstance(c, SourceCheck) and c.status == "ok" for c in checks), checks
+
+
+def test_doctor_masks_a_secret_that_check_source_quotes_back():
+    from pydantic import BaseModel, SecretStr
+
+    from connector_core import hookimpl
+    from connector_core.doctor import FAIL, _check_sources
+    from connector_core.observability.redaction import forget_secret
+
+    class Options(BaseModel):
+        password: SecretStr
+
+    class Echo:
+        @hookimpl
+        def register_source_kinds(self, register):
+            register("echo", Options)
+
+        @hookimpl
+        def check_source(self, source):
+            raise ConnectionError(f"login failed for password {source.options.password.get_secret_value()}")
+
+    host = PluginHost(load_entry_points=False, extra_plugins=(Echo(),))
+    source = Source("e", "echo", "demo", Options(password="echoed-secret-9917"))
+    try:
+        (finding,) = list(_check_sources(host, {"e": source}))
+    finally:
+        forget_secret("echoed-secret-9917")
+    assert finding.status == FAIL and finding.exit_code == ExitCode.SOURCE_UNAVAILABLE
+    assert "echoed-secret-9917" not in finding.line() and "login failed for password [REDACTED]" in finding.line()

@@ -93,6 +93,7 @@ def run_cli(config: Path, *args: str) -> subprocess.CompletedProcess:
         capture_output=True,
         text=True,
         timeout=180,
+        check=False,
     )
 
 
@@ -208,8 +209,10 @@ def test_health_counts_failed_source_cycles_per_source():
     health.source_cycle("a", False, error="still down")
     ok, reasons, details = health.status()
     assert not ok and reasons == [
-        "source 'a' failed in 3 fetch cycles in a row (last error: still down); "
-        "run 'myinvois-connector doctor' to check its connection and rights"
+        (
+            "source 'a' failed in 3 fetch cycles in a row (last error: still down); "
+            "run 'myinvois-connector doctor' to check its connection and rights"
+        )
     ]
     assert details["sources"]["b"] == {"consecutive_failed_cycles": 0, "failing": False}
     health.source_cycle("a", True)
@@ -222,7 +225,7 @@ def test_health_counts_failed_source_cycles_per_source():
 
 
 def summary(**fields) -> RunSummary:
-    base = dict(counts={}, fetched=0, submissions=0, reported=0, duration_s=0.0, finished=True, latest_errors=[])
+    base = {"counts": {}, "fetched": 0, "submissions": 0, "reported": 0, "duration_s": 0.0, "finished": True, "latest_errors": []}
     return RunSummary(**{**base, **fields})
 
 
