@@ -39,6 +39,7 @@ from connector_core.pipeline.report import report_source
 from connector_core.pipeline.submit import SubmitReport, submit_profile
 from connector_core.plugins import PluginHost
 from connector_core.observability.wiring import FETCH_CYCLE, POLL_CYCLE, Monitoring
+from connector_core.config_paths import resolve_model_paths, resolving_against
 from connector_core.settings import ConfigError, Settings, format_validation_error
 
 log = logging.getLogger("connector_core.runtime")
@@ -110,7 +111,10 @@ def build_sources(settings: Settings, host: PluginHost) -> tuple[dict[str, Sourc
             )
             continue
         try:
-            options = kind.options_model.model_validate(cfg.options)
+            # Relative paths in the options (folders, files, $file: references) are relative
+            # to the configuration file's folder, like the core's; the plugin need not know.
+            with resolving_against(settings.config_dir):
+                options = resolve_model_paths(kind.options_model.model_validate(cfg.options))
         except ValidationError as exc:
             problems.extend(format_validation_error(exc, prefix=f"sources.{name}.options."))
             continue
@@ -200,14 +204,8 @@ class Connector:
             log.info("MyInvois simulator started in-process at %s", api_url)
         assert api_url and identity_url and portal_url
 
-        rate_limits = settings.rate_limits
-        if "backend" not in rate_limits.model_fields_set:
-            # Not configured: keep the limiter's windows in a file next to the ledger rather
-            # than in memory. A daemon restarted at once (systemd after a crash, an upgrade)
-            # then still knows what it sent in the current window; in memory every restart
-            # brought a fresh burst of up to a full window's calls, and LHDN answered with 429s.
-            # An explicit backend (memory included) is used as given.
-            rate_limits = rate_limits.model_copy(update={"backend": f"sqlite:///{settings.state_dir / 'rate-limits.sqlite'}"})
+        # Unset, the backend is a file in state_dir (see Settings.rate_limit_backend).
+        rate_limits = settings.rate_limits.model_copy(update={"backend": settings.rate_limit_backend()})
         self.rate_policy = RatePolicy(rate_limits)
         self.token_cache = TokenCache(settings.token_cache_path())
         self._http = httpx.Client(timeout=settings.retry.timeout(), verify=settings.verify_tls)

@@ -159,7 +159,7 @@ def _rate_backend_down(ctx: PipelineContext, profile: str) -> None:
         if ctx.rate_backend_down:
             return
         ctx.rate_backend_down = True
-    backend = ctx.settings.rate_limits.backend
+    backend = ctx.settings.rate_limit_backend()
     message = (
         f"the rate-limit backend failed; sending is paused (nothing was sent) and resumes by itself when it is back: "
         f"check the service behind rate_limits.backend ({_without_password(backend)})"

@@ -244,3 +244,43 @@ def summary(**fields) -> RunSummary:
 )
 def test_run_summary_exits_with_the_most_severe_code(fields, expected):
     assert summary(**fields).exit_code() is expected
+
+
+def test_refused_write_back_makes_run_once_exit_source_unavailable(tmp_path):
+    """The CSV outbox is a folder, so no outcome can be written back: the invoices are final at
+    MyInvois but the ERP never hears of it. That is a source failure (4), not a finished run."""
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    sales = Path(__file__).resolve().parents[2] / "connector_core" / "demo" / "invoices" / "2026-11-24-sales.csv"
+    (inbox / "sales.csv").write_text(sales.read_text(encoding="utf-8"), encoding="utf-8")
+    outbox = tmp_path / "outbox-is-a-folder"
+    outbox.mkdir()
+    company = (
+        'name = "Syarikat Demo Sdn. Bhd.", tin = "C25845632020", id_type = "BRN", id_value = "202001234567", '
+        'msic_code = "46510", business_activity = "Wholesale", phone = "+60312345678", '
+        'address = { lines = ["Lot 66"], city = "Kuala Lumpur", postal_zone = "50480", state = "14" }'
+    )
+    config = write_config(
+        tmp_path,
+        f"""
+[sources.files]
+kind = "csv"
+profile = "demo"
+
+[sources.files.options]
+inbox = "{inbox}"
+archive = "{tmp_path / 'archive'}"
+outbox = "{outbox}"
+settle_seconds = 0
+company = {{ {company} }}
+""",
+    )
+    text = config.read_text(encoding="utf-8").replace("[observability]", "[cycles]\nonce_timeout_seconds = 8\n\n[observability]")
+    config.write_text(text, encoding="utf-8")
+    result = run_cli(config, "run", "--once", "--json")
+    assert result.returncode == ExitCode.SOURCE_UNAVAILABLE, result.stdout + result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["fetched"] > 0 and summary["reported"] == 0
+    assert any("failed in on_submission_result for source 'files'" in p for p in summary["source_problems"]), summary
+    refused = [line for line in error_lines(result.stderr) if "refused the outcome" in line]
+    assert refused and all("source files (plugin " in line for line in refused), result.stderr[-2000:]
