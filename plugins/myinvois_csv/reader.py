@@ -196,7 +196,8 @@ def parse_file(path: Path, *, delimiter: str, name: str, shown: str) -> ParsedFi
 
     for row_number, raw in enumerate(reader, start=2):
         # A short row has None for its missing cells; a long one lists the extra cells under None.
-        absent = [c.strip() for c, v in raw.items() if c is not None and v is None] if None in raw.values() else []
+        # Unnamed columns and empty extra cells (a trailing separator more or less) say nothing.
+        absent = [c.strip() for c, v in raw.items() if c and c.strip() and v is None] if None in raw.values() else []
         extra = raw.get(None) or []  # type: ignore[call-overload]
         row = {(k or "").strip(): (v or "").strip() for k, v in raw.items() if k is not None}
         if not any(row.values()) and not any(v.strip() for v in extra):
@@ -251,7 +252,7 @@ def _ragged_problem(width: int, absent: list[str], extra: list[str], delimiter: 
             "A row must have a field for every column (empty between two separators is fine); "
             "was the file still being written, or did a line break end the row early?"
         )
-    if extra:
+    if any(v.strip() for v in extra):
         return (
             f"the row has {width + len(extra)} fields, {len(extra)} more than the header's {width}; "
             f"a value containing {delimiter!r} must be in double quotes"

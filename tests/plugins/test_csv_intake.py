@@ -262,6 +262,18 @@ def test_a_ragged_row_lists_every_missing_field(tmp_path):
     assert ragged.location == f"{source.options.archive / 'a.csv'} row 3"
 
 
+def test_a_trailing_separator_more_or_less_is_not_a_ragged_row(tmp_path):
+    source = make_source(tmp_path)
+    header, line = csv_text([row("TRAIL-1")]).splitlines()
+    # The header ends with a separator (an unnamed column) and the row does not; the second
+    # row has one separator more than the header, with nothing after it.
+    text = f"{header},\n{line}\n{line.replace('TRAIL-1', 'TRAIL-2')},,\n"
+    (source.options.inbox / "a.csv").write_text(text, encoding="utf-8")
+    items = fetch(source)
+    assert sorted(i.source_key for i in items) == ["TRAIL-1", "TRAIL-2"]
+    assert all(isinstance(item, Invoice) for item in items), [getattr(i, "errors", None) for i in items]
+
+
 def test_every_bad_cell_of_a_row_is_named_not_only_the_first(tmp_path):
     source = make_source(tmp_path)
     write_csv(source.options.inbox / "a.csv", [row("CELLS-1", unit_price="", description="", classification="", tax_rate="ten")])
