@@ -5,7 +5,8 @@ configuration is read, so the TOML file can be committed and shared:
 
 * ``"$env:NAME"``: the value of environment variable ``NAME``;
 * ``"$file:/run/secrets/name"``: the contents of that file, trailing newline removed
-  (systemd credentials, Docker and Kubernetes secrets).
+  (systemd credentials, Docker and Kubernetes secrets); a relative path is relative to the
+  configuration file's folder.
 
 The resolved value is a ``SecretStr``: it prints as ``**********`` in reprs, logs and errors.
 Plugin authors type their secret options as :data:`Secret` to get the same behaviour.
@@ -14,10 +15,11 @@ Plugin authors type their secret options as :data:`Secret` to get the same behav
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Annotated, Any
 
 from pydantic import BeforeValidator, SecretStr
+
+from connector_core.config_paths import resolve_path
 
 #: Values that are never real credentials. LHDN blocks logins that use them, and so do we,
 #: before any request is made.
@@ -41,7 +43,8 @@ def resolve_reference(value: Any) -> Any:
             raise SecretReferenceError(f"environment variable {name} is not set (referenced as '$env:{name}')")
         return os.environ[name]
     if value.startswith("$file:"):
-        path = Path(value[len("$file:") :]).expanduser()
+        # Relative to the configuration file's folder, like every path in it.
+        path = resolve_path(value[len("$file:") :])
         try:
             return path.read_text("utf-8").rstrip("\r\n")
         except OSError as exc:

@@ -3,7 +3,8 @@
 Precedence, highest first: environment variables (prefix ``MYINVOIS_``, nesting with ``__``,
 e.g. ``MYINVOIS_PROFILES__DEMO__CLIENT_SECRET``), then the TOML file given with ``--config`` or
 ``MYINVOIS_CONFIG``, then the defaults documented in ``docs/configuration.md``. Relative paths
-are relative to the working directory, as in SQLAlchemy URLs.
+are relative to the configuration file's folder (see :mod:`connector_core.config_paths`), or to
+the working directory when there is no file.
 
 Every problem is reported at once, each naming its key, and never quoting a value (a value
 might be a secret).
@@ -17,11 +18,12 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from connector_core.api.ratelimit import RateLimitSettings
 from connector_core.api.retry import RetrySettings
+from connector_core.config_paths import resolve_path, resolve_sqlite_url, resolving_against
 from connector_core.observability.settings import ObservabilitySettings
 from connector_core.secrets import Secret, is_placeholder
 
@@ -94,6 +96,17 @@ class LedgerSettings(_Section):
         description="SQLAlchemy URL of the ledger. Default: a SQLite file 'ledger.sqlite' in state_dir. "
         "PostgreSQL: 'postgresql+psycopg://user@host/db'.",
     )
+
+    @field_validator("url")
+    @classmethod
+    def _database_url(cls, value):  # noqa: ANN001 - SecretStr after the Secret validators
+        if value is None:
+            return value
+        problem = database_url_problem(value.get_secret_value())
+        if problem:
+            raise ValueError(problem)
+        # A relative SQLite file lives next to the configuration file, like state_dir.
+        return type(value)(resolve_sqlite_url(value.get_secret_value()))
 
 
 class CycleSettings(_Section):
@@ -183,6 +196,23 @@ class Settings(BaseSettings):
         # The TOML file arrives as init kwargs (see load_settings); the environment wins over it.
         return (env_settings, init_settings)
 
+    _config_dir: Path | None = PrivateAttr(default=None)
+
+    @field_validator("api_base_url", "identity_base_url", "portal_base_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        problem = http_url_problem(value)
+        if problem:
+            raise ValueError(problem)
+        return value
+
+    @field_validator("state_dir", "token_cache")
+    @classmethod
+    def _relative_to_config_file(cls, value: Path | None) -> Path | None:
+        return resolve_path(value) if value is not None else None
+
     @model_validator(mode="after")
     def _check_references(self) -> Settings:
         problems = []
@@ -218,6 +248,52 @@ class Settings(BaseSettings):
 
     def token_cache_path(self) -> Path:
         return self.token_cache or self.state_dir / "token-cache.json"
+
+    def rate_limit_backend(self) -> str:
+        """``rate_limits.backend``; unset, a file next to the ledger rather than memory: a daemon
+        restarted at once (systemd after a crash, an upgrade) then still knows what it sent in
+        the current window, where in memory every restart brought a fresh burst of up to a
+        full window's calls, and LHDN answered with 429s. "memory", written, is used as given."""
+        return self.rate_limits.backend or f"sqlite:///{self.state_dir / 'rate-limits.sqlite'}"
+
+    @property
+    def config_dir(self) -> Path | None:
+        """Folder of the configuration file read, against which relative paths (plugin
+        options included) resolve; None without a file."""
+        return self._config_dir
+
+
+def http_url_problem(url: str) -> str | None:
+    """Why ``url`` is not an http(s) base URL, or None. Never quotes it."""
+    import httpx
+
+    try:
+        parsed = httpx.URL(url)
+    except (httpx.InvalidURL, TypeError, ValueError):
+        return "is not a valid URL; expected e.g. https://api.myinvois.hasil.gov.my or http://127.0.0.1:8085"
+    if parsed.scheme not in ("http", "https") or not parsed.host:
+        return "must be an http:// or https:// URL with a host, e.g. https://api.myinvois.hasil.gov.my or http://127.0.0.1:8085"
+    return None
+
+
+#: Ledger databases the connector is tested on (SQLAlchemy backend names).
+LEDGER_BACKENDS = ("sqlite", "postgresql", "mysql", "mariadb")
+
+
+def database_url_problem(url: str) -> str | None:
+    """Why ``url`` is not a usable ledger URL, or None. Never quotes it: it may hold a password."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        parsed = make_url(url)
+    except (ArgumentError, ValueError):
+        return "is not a SQLAlchemy database URL; expected e.g. postgresql+psycopg://user@host/dbname or sqlite:///var/ledger.sqlite"
+    if parsed.get_backend_name() not in LEDGER_BACKENDS:
+        return f"database {parsed.get_backend_name()!r} is not supported for the ledger; use sqlite, postgresql, mysql or mariadb"
+    if parsed.get_backend_name() != "sqlite" and not parsed.host:
+        return "names no database host; expected e.g. postgresql+psycopg://user@host/dbname"
+    return None
 
 
 class ConfigError(Exception):
@@ -267,7 +343,11 @@ def load_settings(path: Path | str | None = None, **overrides: Any) -> Settings:
     config_path = Path(path) if path is not None else None
     data = read_toml(config_path) if config_path is not None else {}
     data.update(overrides)
+    config_dir = Path(os.path.normpath(config_path.expanduser().absolute().parent)) if config_path is not None else None
     try:
-        return Settings(**data)
+        with resolving_against(config_dir):
+            settings = Settings(**data)
     except ValidationError as exc:
         raise ConfigError(format_validation_error(exc), config_path) from None
+    settings._config_dir = config_dir
+    return settings

@@ -131,7 +131,11 @@ def _replace_references(value: Any) -> Any:
     if isinstance(value, list):
         return [_replace_references(v) for v in value]
     if isinstance(value, str) and value.startswith(("$env:", "$file:")):
-        return "sqlite:///example.sqlite" if value.endswith("ledger-url") else "a-secret-value"
+        if value.endswith("ledger-url"):
+            return "sqlite:///example.sqlite"
+        if value.endswith("SENTRY_DSN"):
+            return "https://publickey@o0.ingest.sentry.io/1"
+        return "a-secret-value"
     return value
 
 

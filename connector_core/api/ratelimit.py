@@ -56,6 +56,8 @@ from pyrate_limiter import AbstractBucket, InMemoryBucket, Rate, RateItem, valid
 if TYPE_CHECKING:
     from filelock import SoftFileLock
 
+from connector_core.config_paths import resolve_sqlite_url
+
 from .endpoints import LHDN_WINDOW_SECONDS, MIN_SPACING_SECONDS, PROFILES, Endpoint
 from .errors import RateBackendUnavailable
 
@@ -99,7 +101,11 @@ class RateLimitSettings(BaseModel):
         default_factory=dict,
         description="Per-window limit for some endpoints, replacing the profile's (safety factor still applies).",
     )
-    backend: str = Field("memory", description="memory | sqlite:///path | redis://... | postgresql://...")
+    backend: str | None = Field(
+        None,
+        description="memory | sqlite:///path | redis://... | postgresql://... Unset: the connector keeps the windows in "
+        "state_dir/rate-limits.sqlite (a RatePolicy used on its own: in memory).",
+    )
     key_prefix: str = Field("myinvois", description="Prefix of the tables / keys in a shared backend.")
     backend_timeout_seconds: float = Field(
         5.0, gt=0, description="Longest wait for the shared backend (connect, lock, answer) before it counts as down."
@@ -107,7 +113,9 @@ class RateLimitSettings(BaseModel):
 
     @field_validator("backend")
     @classmethod
-    def _known_backend(cls, value: str) -> str:
+    def _known_backend(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
         value = value.strip()
         normalized = value.replace("postgresql+psycopg://", "postgresql://")
         if not normalized.startswith(BACKEND_SCHEMES):
@@ -115,7 +123,11 @@ class RateLimitSettings(BaseModel):
                 f"rate limit backend '{value.split('://')[0]}' is not supported; use memory, "
                 "sqlite:///path, redis://host:port/db or postgresql://user@host/db"
             )
-        return value
+        problem = _backend_url_problem(normalized)
+        if problem:
+            raise ValueError(problem)
+        # A relative SQLite file is relative to the configuration file's folder.
+        return resolve_sqlite_url(value)
 
     @field_validator("overrides")
     @classmethod
@@ -490,6 +502,33 @@ class _PostgresBackend(_Backend):
             self._pool.close()
 
 
+def _backend_url_problem(url: str) -> str | None:
+    """Why a redis:// or postgresql:// backend URL cannot be used, or None; found when the
+    configuration is read rather than at the first call. Never quotes the URL (a password)."""
+    if url.startswith(("redis://", "rediss://")):
+        from urllib.parse import urlsplit
+
+        try:
+            parts = urlsplit(url)
+            parts.port  # noqa: B018 - raises ValueError on a port that is not a number
+        except ValueError:
+            return "is not a valid Redis URL (a port that is not a number?); expected e.g. redis://host:6379/0"
+        database = parts.path.strip("/")
+        if not parts.hostname or (database and not database.isdigit()):
+            return "is not a valid Redis URL; expected redis://host:port/N, N the database number, e.g. redis://host:6379/0"
+    elif url.startswith(("postgresql://", "postgres://")):
+        from sqlalchemy.engine import make_url
+        from sqlalchemy.exc import ArgumentError
+
+        try:
+            parsed = make_url(url)
+        except (ArgumentError, ValueError):
+            return "is not a valid PostgreSQL URL; expected e.g. postgresql://user@host/dbname"
+        if not parsed.host or not parsed.database:
+            return "names no host or database; expected e.g. postgresql://user@host/dbname"
+    return None
+
+
 def _open_backend(url: str, timeout: float = 5.0) -> _Backend:
     if url == "memory":
         return _MemoryBackend(url, timeout)
@@ -632,6 +671,8 @@ class RatePolicy:
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.settings = settings or RateLimitSettings()
+        if self.settings.backend is None:  # unset, outside a connector that picks a file (see the settings)
+            self.settings = self.settings.model_copy(update={"backend": "memory"})
         self._clock = clock
         self._sleep = sleep
         self._backend = _open_backend(self.settings.backend, self.settings.backend_timeout_seconds)

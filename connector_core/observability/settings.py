@@ -10,7 +10,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from connector_core.secrets import Secret
+from connector_core.secrets import Secret, is_placeholder
 
 
 class ObservabilitySettings(BaseModel):
@@ -64,6 +64,24 @@ class ObservabilitySettings(BaseModel):
         description="/healthz turns unhealthy after this many fetch cycles in a row in which one source's fetch or "
         "write-back failed. Default 3.",
     )
+
+    @field_validator("sentry_dsn")
+    @classmethod
+    def _sentry_dsn(cls, value):  # noqa: ANN001 - SecretStr after the Secret validators
+        """A malformed DSN is a configuration error found when the file is read, not a crash
+        when Sentry starts. The DSN is never quoted: its key lets anyone post events."""
+        if value is None or is_placeholder(value):
+            return value
+        from sentry_sdk.utils import BadDsn, Dsn
+
+        try:
+            Dsn(value.get_secret_value())
+        except (BadDsn, ValueError):
+            raise ValueError(
+                "is not a Sentry DSN; copy it from Sentry's project settings (Client Keys), "
+                "e.g. https://<key>@o0.ingest.sentry.io/<project number>"
+            ) from None
+        return value
 
     @field_validator("log_level", mode="before")
     @classmethod

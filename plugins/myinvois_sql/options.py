@@ -11,6 +11,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
+from connector_core.config_paths import resolve_sqlite_url
 from connector_core.secrets import Secret
 
 #: Table and schema names are put into SQL as identifiers, never as data, so they must be plain
@@ -131,7 +132,8 @@ class SqlSourceOptions(BaseModel):
             raise ValueError(
                 f"database {url.get_backend_name()!r} is not supported; use sqlite, postgresql, mysql or mariadb"
             )
-        return value
+        # A relative SQLite file is relative to the configuration file's folder, like every path in it.
+        return type(value)(resolve_sqlite_url(value.get_secret_value()))
 
     @model_validator(mode="after")
     def _mode_matches_queries(self) -> SqlSourceOptions:

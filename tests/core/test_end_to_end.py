@@ -43,9 +43,10 @@ def outbox_rows(path: Path) -> list[dict[str, str]]:
 
 
 def demo_config(folder: Path, *, api_base_url: str | None = None) -> Path:
-    """config/demo.toml, with paths made absolute-free for a run from ``folder``."""
+    """config/demo.toml written into ``folder``, its state under ``folder``/var/demo (paths in
+    a configuration file are relative to the file's folder)."""
     text = (REPO / "config" / "demo.toml").read_text()
-    text = text.replace('seed_dir = "config/demo/invoices"', f'seed_dir = "{DEMO_INVOICES}"')
+    text = text.replace('seed_dir = "demo/invoices"', f'seed_dir = "{DEMO_INVOICES}"').replace('"../var/demo', '"var/demo')
     if api_base_url:
         text = text.replace('environment = "simulator"', f'environment = "simulator"\napi_base_url = "{api_base_url}"')
     path = folder / "connector.toml"

@@ -56,7 +56,9 @@ def test_planted_secrets_appear_nowhere(tmp_path):
         config.write_text(
             demo.replace('environment = "simulator"', f'environment = "simulator"\napi_base_url = "{sim.base_url}"')
             .replace('client_secret = "demo-taxpayer-secret"', 'client_secret = "$env:PLANTED_CLIENT_SECRET"')
-            .replace('seed_dir = "config/demo/invoices"', f'seed_dir = "{seed}"')
+            .replace('seed_dir = "demo/invoices"', f'seed_dir = "{seed}"')
+            # Paths are relative to the configuration file, here in tmp_path: keep the state there.
+            .replace('"../var/demo', '"var/demo')
             + f"""
 [profiles.other]
 tin = "C25845632020"

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import ast
 import re
+import shutil
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -155,10 +156,13 @@ def test_the_demo_makes_only_declared_moves(tmp_path, monkeypatch):
     from connector_core.settings import load_settings
 
     monkeypatch.chdir(tmp_path)
-    for name in ("config",):
-        (tmp_path / name).symlink_to(REPO / name)
-    settings = load_settings(REPO / "config" / "demo.toml")
-    settings = settings.model_copy(update={"state_dir": tmp_path / "var" / "demo"})
+    # The demo's configuration in a folder of its own: its paths ("../var/demo", "demo/invoices")
+    # are relative to that folder, so the state lands in tmp_path.
+    (tmp_path / "config").mkdir()
+    shutil.copy(REPO / "config" / "demo.toml", tmp_path / "config" / "demo.toml")
+    (tmp_path / "config" / "demo").symlink_to(REPO / "config" / "demo")
+    settings = load_settings(tmp_path / "config" / "demo.toml")
+    assert settings.state_dir.resolve() == (tmp_path / "var" / "demo").resolve()
     url = settings.ledger_url()
     Ledger(url).close()
     state_log.install(url)

@@ -20,7 +20,6 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from connector_core.exitcodes import ExitCode
-
 from tests.odoo_standin import OdooStandin, seed_demo_company, seed_demo_invoices
 
 pytestmark = pytest.mark.slow
@@ -34,6 +33,8 @@ def shipped_config(name: str, tmp_path: Path, **replacements: str) -> Path:
     """config/<name> with state_dir moved into tmp_path and the given option lines replaced."""
     config = (REPO / "config" / name).read_text("utf-8")
     config = re.sub(r'(?m)^state_dir = ".*"', f'state_dir = "{tmp_path / "state"}"', config)
+    # Relative paths are relative to the configuration file, which moves into tmp_path.
+    config = config.replace('"sql/', f'"{REPO / "config" / "sql"}/')
     for key, value in replacements.items():
         config, count = re.subn(rf'(?m)^{key} = ".*?"', f'{key} = "{value}"', config)
         assert count == 1, f"{name} has no line '{key} = ...'"
