@@ -257,15 +257,19 @@ def _check_folders(source_name: str, options: CsvSourceOptions) -> None:
     """A missing inbox is a wrong path (or an unmounted share), not an empty inbox."""
     problems = []
     key = f"sources.{source_name}.options"
+
+    def missing(folder: Path) -> str:
+        return "is a file, not a folder" if folder.exists() else "does not exist"
+
     if options.seed_dir is not None and not options.seed_dir.is_dir():
         problems.append(
-            f"{key}.seed_dir: the folder {options.seed_dir.resolve()} does not exist; correct the path, or remove seed_dir "
-            "(it is for demos and trials only)"
+            f"{key}.seed_dir: the folder {options.seed_dir.resolve()} {missing(options.seed_dir)}; correct the path, or remove "
+            "seed_dir (it is for demos and trials only)"
         )
     if options.seed_dir is None and not options.inbox.is_dir():
         problems.append(
-            f"{key}.inbox: the folder {options.inbox.resolve()} does not exist; create it (the ERP drops its CSV files there), "
-            "or correct the path, or mount the share it is on"
+            f"{key}.inbox: the folder {options.inbox.resolve()} {missing(options.inbox)}; create it (the ERP drops its CSV files "
+            "there), or correct the path, or mount the share it is on"
         )
     if problems:
         raise FolderMissing(problems)

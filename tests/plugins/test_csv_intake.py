@@ -350,6 +350,13 @@ def test_a_missing_seed_folder_is_a_configuration_error_naming_the_key(tmp_path)
         fetch(source)
 
 
+def test_an_inbox_that_is_a_file_is_named_as_such(tmp_path):
+    (tmp_path / "inbox").write_text("not a folder", encoding="utf-8")
+    options = CsvSourceOptions(inbox=tmp_path / "inbox", archive=tmp_path / "a", outbox=tmp_path / "o.csv", company=COMPANY)
+    with pytest.raises(ConfigError, match=r"^sources\.shop\.options\.inbox: the folder .*inbox is a file, not a folder"):
+        fetch(Source(name="shop", kind="csv", profile="demo", options=options))
+
+
 def test_the_hook_failure_of_a_missing_inbox_is_one_line(tmp_path):
     options = CsvSourceOptions(inbox=tmp_path / "gone", archive=tmp_path / "a", outbox=tmp_path / "o.csv", company=COMPANY)
     source = Source(name="shop", kind="csv", profile="demo", options=options)
