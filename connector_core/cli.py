@@ -253,6 +253,7 @@ def _print_summary(summary) -> None:
 def status(env: _Env, as_json: bool, error_count: int, by_version: bool) -> None:
     """Invoices by state, API counters (429s, logins) and the errors to correct, from the ledger."""
     from connector_core.ledger import Ledger, NoLedgerYet
+    from sqlalchemy.exc import SQLAlchemyError
 
     settings = env.settings()
     try:
@@ -265,6 +266,15 @@ def status(env: _Env, as_json: bool, error_count: int, by_version: bool) -> None
         else:
             click.echo(f"No ledger yet at {where}: nothing has run with this configuration; `run` creates it.")
         return
+    except SQLAlchemyError as exc:
+        # The database is down or refuses us: an expected failure, one line naming ledger.url.
+        detail = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+        click.echo(
+            f"error: cannot open the ledger {_describe_url(settings.ledger_url())}: {detail}; "
+            "check ledger.url and that the database server runs",
+            err=True,
+        )
+        sys.exit(ExitCode.CONFIG)
     try:
         data: dict[str, Any] = {
             "ledger": _describe_url(settings.ledger_url()),

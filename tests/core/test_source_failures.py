@@ -284,3 +284,16 @@ company = {{ {company} }}
     assert any("failed in on_submission_result for source 'files'" in p for p in summary["source_problems"]), summary
     refused = [line for line in error_lines(result.stderr) if "refused the outcome" in line]
     assert refused and all("source files (plugin " in line for line in refused), result.stderr[-2000:]
+
+
+def test_status_exits_config_in_one_line_when_the_ledger_cannot_be_opened(tmp_path):
+    config = write_config(tmp_path, odoo_source("http://127.0.0.1:9", API_KEY))
+    config.write_text(
+        config.read_text(encoding="utf-8") + '\n[ledger]\nurl = "postgresql+psycopg://nobody:Ledger-Pw-2291@127.0.0.1:1/nodb"\n',
+        encoding="utf-8",
+    )
+    result = run_cli(config, "status")
+    assert result.returncode == ExitCode.CONFIG, result.stdout + result.stderr
+    assert result.stderr.startswith("error: cannot open the ledger postgresql+psycopg://nobody:***@127.0.0.1:1/nodb: ")
+    assert "ledger.url" in result.stderr and "Traceback" not in result.stderr
+    assert "Ledger-Pw-2291" not in result.stdout + result.stderr
