@@ -55,11 +55,12 @@ def pipeline(tmp_path, request):
     """fetch/report with the real ledger; the plugin's memory is per source name, so one name per test."""
     made: list[PipelineContext] = []
 
-    def build(source: Source) -> PipelineContext:
+    def build(source: Source, fetch_limit: int = 1000) -> PipelineContext:
         settings = Settings(
             state_dir=tmp_path / "state",
             profiles={"demo": PROFILE},
             sources={source.name: {"kind": "csv", "profile": "demo"}},
+            cycles={"fetch_limit": fetch_limit},
         )
         ctx = PipelineContext(
             settings=settings,
@@ -172,14 +173,13 @@ def test_one_invoice_written_the_same_in_two_files_is_recorded_once(tmp_path, pi
 
 def test_a_fetch_limit_never_archives_a_file_with_invoices_left_unread(tmp_path, pipeline, request):
     source = make_source(tmp_path, name=request.node.name)
+    ctx = pipeline(source, fetch_limit=3)
     write_csv(source.options.inbox / "big.csv", [row(f"BIG-{n}") for n in range(5)])
-    items = list(csv_plugin.fetch_pending_invoices(source=source, limit=3))
-    csv_plugin.on_invoices_recorded(source=source, source_keys=[i.source_key for i in items])
-    assert (source.options.inbox / "big.csv").exists()
-    rest = fetch(source)
-    assert sorted(i.source_key for i in rest) == ["BIG-3", "BIG-4"]
-    csv_plugin.on_invoices_recorded(source=source, source_keys=[i.source_key for i in rest])
+    assert fetch_source(ctx, source).recorded == 3
+    assert (source.options.inbox / "big.csv").exists()  # two invoices of it are still unread
+    assert fetch_source(ctx, source).recorded == 2
     assert not (source.options.inbox / "big.csv").exists()
+    assert {d["state"] for n in range(5) for d in documents(ctx, f"BIG-{n}")} == {"pending"}
 
 
 # --- 3. a number reused after MyInvois validated it ----------------------------------------------
