@@ -25,7 +25,7 @@ from pathlib import Path
 from stat import S_ISREG
 
 from connector_core import hookimpl
-from connector_core.contract import DocumentOutcome, Source
+from connector_core.contract import DocumentOutcome, DocumentState, Source
 from connector_core.model import Invoice, RejectedRecord
 from connector_core.settings import ConfigError
 from myinvois_csv.check import check_source  # noqa: F401 - a hook of this plugin, kept in its own module
@@ -46,6 +46,10 @@ OUTBOX_COLUMNS = (
     "final_at",
 )
 SEED_MARKER = ".myinvois-seeded"
+REUSED_NUMBER_HINT = (
+    "if the file holds another invoice that reuses this number, give that invoice its own number in the ERP "
+    "and drop it in the inbox again"
+)
 #: Names a writer gives a file it has not finished; it renames the file when done.
 IN_PROGRESS_SUFFIXES = (".part", ".tmp")
 
@@ -325,13 +329,21 @@ def _append_outcomes(outbox: Path, outcomes: list[DocumentOutcome]) -> None:
                     o.long_id or "",
                     o.validation_link or "",
                     o.submission_uid or "",
-                    " | ".join(o.errors),
+                    " | ".join(_errors_for_the_clerk(o)),
                     o.final_at.isoformat(timespec="seconds") if o.final_at else "",
                 ]
             )
         fh.flush()
         # The ledger marks these outcomes reported as soon as we return: make them durable first.
         os.fsync(fh.fileno())
+
+
+def _errors_for_the_clerk(outcome: DocumentOutcome) -> list[str]:
+    if outcome.state is DocumentState.CHANGED_AFTER_VALID:
+        # In a file the invoice number is the invoice's identity: a new invoice given a used
+        # number looks exactly like an edit of the validated one.
+        return [*outcome.errors, REUSED_NUMBER_HINT]
+    return outcome.errors
 
 
 def _outbox_keys(outbox: Path) -> set[tuple[str, str, str]]:

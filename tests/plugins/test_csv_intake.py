@@ -217,7 +217,7 @@ def test_a_number_reused_after_validation_is_written_to_the_outbox(tmp_path, req
     assert [(r["version"], r["status"]) for r in rows] == [("1", "valid"), ("2", "changed_after_valid")]
     reused = rows[1]
     assert reused["uuid"] == rows[0]["uuid"]  # the validated document stands
-    assert "credit or debit note" in reused["errors"]
+    assert "credit or debit note" in reused["errors"] and "give that invoice its own number" in reused["errors"]
 
 
 # --- 5, 6, 7. the file's shape ---------------------------------------------------------------------
