@@ -44,10 +44,10 @@ class _Env:
         from connector_core.observability.redaction import register_secret
 
         obs = settings.observability
-        configure_logging(self.log_level or obs.log_level, self.log_format or obs.log_format, stream=sys.stderr)
-        # Libraries that narrate every request or migration step: only their warnings matter here.
-        for noisy in ("alembic", "httpx", "httpcore", "apscheduler", "uvicorn", "uvicorn.access"):
-            logging.getLogger(noisy).setLevel(logging.WARNING)
+        # Libraries (filelock, httpx, sqlalchemy...) log only warnings, unless debug_loggers names them.
+        configure_logging(
+            self.log_level or obs.log_level, self.log_format or obs.log_format, stream=sys.stderr, debug_loggers=obs.debug_loggers
+        )
         # "maximum number of running instances reached" is max_instances=1 doing its job when a
         # cycle outlasts its interval; job errors reach our own listener, not this logger.
         logging.getLogger("apscheduler.scheduler").setLevel(logging.ERROR)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
-from collections.abc import Mapping, MutableMapping
+from collections.abc import Iterable, Mapping, MutableMapping
 from datetime import datetime, timezone
 from typing import Any
 
@@ -152,12 +152,49 @@ def _text_value(value: Any) -> str:
     return json.dumps(text, ensure_ascii=False) if (not text or any(ch.isspace() or ch in "\"=" for ch in text)) else text
 
 
-def configure_logging(level: str = "INFO", fmt: str = "auto", *, stream: Any = None) -> logging.Handler:
+#: Libraries whose INFO and DEBUG lines narrate every lock taken, request made, statement run or
+#: migration step: an operator needs their warnings only. Quiet below WARNING whatever the
+#: connector's own level, except those named in ``observability.debug_loggers``.
+THIRD_PARTY_LOGGERS = (
+    "alembic",
+    "apscheduler",
+    "asyncio",
+    "filelock",
+    "h11",
+    "httpcore",
+    "httpx",
+    "multipart",
+    "pyrate_limiter",
+    "python_multipart",
+    "redis",
+    "sentry_sdk",
+    "sqlalchemy",
+    "urllib3",
+    "uvicorn",
+)
+
+
+def quiet_third_party_loggers(debug_loggers: Iterable[str] = ()) -> None:
+    """Set the libraries' loggers to WARNING, and those in ``debug_loggers`` (any logger name,
+    e.g. ``"httpx"`` or ``"sqlalchemy.engine"``) to DEBUG: asked for, they are heard in full."""
+    wanted = {name.strip() for name in debug_loggers if name.strip()}
+    for name in THIRD_PARTY_LOGGERS:
+        if name not in wanted:
+            logging.getLogger(name).setLevel(logging.WARNING)
+    for name in wanted:
+        logging.getLogger(name).setLevel(logging.DEBUG)
+
+
+def configure_logging(
+    level: str = "INFO", fmt: str = "auto", *, stream: Any = None, debug_loggers: Iterable[str] = ()
+) -> logging.Handler:
     """Send all logging to one stderr handler on the root logger, with secrets masked.
 
     ``fmt``: ``"text"`` (human-readable), ``"json"`` (one object per line) or ``"auto"`` (text
     on a terminal, JSON otherwise, as under systemd or in a container). Calling it again replaces
     the handler it installed before; handlers others installed are left alone. Returns the handler.
+    Third-party libraries log only warnings unless named in ``debug_loggers``
+    (:func:`quiet_third_party_loggers`).
     """
     level_name = str(level).upper()
     if level_name not in LOG_LEVELS:
@@ -180,6 +217,7 @@ def configure_logging(level: str = "INFO", fmt: str = "auto", *, stream: Any = N
             existing.close()
     root.addHandler(handler)
     root.setLevel(level_name)
+    quiet_third_party_loggers(debug_loggers)
     # Python warnings (deprecations in a plugin's dependency, say) go to the same place.
     logging.captureWarnings(True)
     return handler

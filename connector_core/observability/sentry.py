@@ -10,6 +10,16 @@ Sentry events leave the machine for a third party, so every event and breadcrumb
 * every remaining string anywhere in the event is cleared of registered secrets, bearer tokens,
   ``client_secret=...`` pairs, e-mail addresses and phone numbers.
 
+A log line that is nothing but its arguments (``log.error("%s", failure)``) would reach Sentry
+as ``[Filtered]``: an event with no title and no tags. Such lines are not sent; every failure
+they tell of is reported by a dedicated, titled and tagged event (:func:`capture_plugin_error`,
+:func:`capture_login_failure`, :func:`capture_escalation`...).
+
+Breadcrumbs are what led up to an event: MyInvois API calls (:func:`add_api_breadcrumb`), cycle
+steps (:func:`add_cycle_breadcrumb`) and the connector's own log lines; not SQL statements,
+library log lines or HTTP calls to anything else. The SDK's auto-enabled integrations
+(SQLAlchemy, httpx, Redis...) are off for that reason.
+
 Local variables of stack frames are not collected at all (``include_local_variables=False``):
 an ``invoice`` variable's repr holds the buyer's name and address in a shape no key-based
 scrubber can take apart. Frames still carry file, function and line.
@@ -22,6 +32,7 @@ when Sentry is not enabled: they do nothing and return ``None``.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -111,9 +122,25 @@ def log_message_without_arguments(record: logging.LogRecord) -> str:
     return redact_everything(text)
 
 
-def scrub_event(event: dict[str, Any], hint: dict[str, Any] | None = None) -> dict[str, Any]:
-    """``before_send``: the event with credentials and buyer personal data removed (see module doc)."""
+#: A %-style placeholder: ``%s``, ``%(name)s``, ``%5.1f``...
+_PLACEHOLDER = re.compile(r"%(?:\([^)]*\))?[-#0 +]*(?:\d+|\*)?(?:\.\d+)?[a-zA-Z%]")
+
+
+def is_only_arguments(record: logging.LogRecord) -> bool:
+    """True for a log line whose template holds no words of its own (``"%s"``, ``"%s: %s"``):
+    without its arguments, which never leave for Sentry, it says nothing at all."""
+    template = getattr(record, LOG_TEMPLATE_ATTRIBUTE, None)
+    if template is None:
+        template = str(record.msg)
+    return not any(ch.isalnum() for ch in _PLACEHOLDER.sub("", template))
+
+
+def scrub_event(event: dict[str, Any], hint: dict[str, Any] | None = None) -> dict[str, Any] | None:
+    """``before_send``: the event with credentials and buyer personal data removed (see module
+    doc); None (not sent) for an event made of a log line that is only its arguments."""
     record = (hint or {}).get("log_record")
+    if isinstance(record, logging.LogRecord) and is_only_arguments(record):
+        return None
     scrubbed: dict[str, Any] = {}
     for key, value in event.items():
         if key == "logentry" and isinstance(value, dict):
@@ -145,6 +172,27 @@ def _scrub_breadcrumbs(value: Any) -> Any:
     return _scrub(value, by_key=True)
 
 
+API_BREADCRUMB_CATEGORY = "myinvois.api"
+CYCLE_BREADCRUMB_CATEGORY = "connector.cycle"
+#: Log lines of these loggers are breadcrumbs; any other library's are not.
+_OWN_LOGGERS = ("connector_core",)
+
+
+def keep_breadcrumb(crumb: dict[str, Any], hint: dict[str, Any] | None = None) -> dict[str, Any] | None:
+    """``before_breadcrumb``: MyInvois API calls, cycle steps and the connector's own log lines,
+    scrubbed (:func:`scrub_breadcrumb`); None (dropped) for anything else: SQL statements, other
+    HTTP calls, library log lines, and log lines that are only their arguments."""
+    category = str(crumb.get("category") or "")
+    if category in (API_BREADCRUMB_CATEGORY, CYCLE_BREADCRUMB_CATEGORY):
+        return scrub_breadcrumb(crumb, hint)
+    record = (hint or {}).get("log_record")
+    if isinstance(record, logging.LogRecord):
+        own = any(record.name == name or record.name.startswith(f"{name}.") for name in _OWN_LOGGERS)
+        if own and not is_only_arguments(record):
+            return scrub_breadcrumb(crumb, hint)
+    return None
+
+
 def scrub_breadcrumb(crumb: dict[str, Any], hint: dict[str, Any] | None = None) -> dict[str, Any]:
     """``before_breadcrumb``: message and data cleared like an event's extra data; a log
     record's message without its arguments.
@@ -169,6 +217,7 @@ def init_sentry(
     sample_rate: float = 1.0,
     log_event_level: int | None = logging.ERROR,
     shutdown_timeout: float = 5.0,
+    transport: Any = None,
 ) -> bool:
     """Start reporting to Sentry when ``dsn`` is set; returns whether it was enabled.
 
@@ -176,6 +225,7 @@ def init_sentry(
     version. Log records at INFO and above become breadcrumbs of the next event; records at
     ``log_event_level`` and above (ERROR by default, ``None`` for never) become events.
     No performance tracing is sent, and no request bodies or local variables are collected.
+    ``transport``: a ``sentry_sdk.transport.Transport`` instead of HTTP (tests capture envelopes).
     """
     if isinstance(dsn, SecretStr):
         dsn = dsn.get_secret_value()
@@ -193,10 +243,14 @@ def init_sentry(
         include_local_variables=False,
         max_request_body_size="never",
         before_send=scrub_event,
-        before_breadcrumb=scrub_breadcrumb,
+        before_breadcrumb=keep_breadcrumb,
         traces_sample_rate=None,
         shutdown_timeout=shutdown_timeout,
+        # No SQLAlchemy, httpx, Redis... integrations: their breadcrumbs are SQL statements and
+        # requests to anything; ours are the API calls and cycle steps (see the module doc).
+        auto_enabling_integrations=False,
         integrations=[LoggingIntegration(level=logging.INFO, event_level=log_event_level)],
+        **({"transport": transport} if transport is not None else {}),
     )
     log.info("Sentry reporting is on (environment %s, release %s)", environment, release)
     return True
@@ -252,10 +306,22 @@ def add_api_breadcrumb(endpoint: str, method: str, status: int | None, duration_
         level = "info"
     sentry_sdk.add_breadcrumb(
         type="http",
-        category="myinvois.api",
+        category=API_BREADCRUMB_CATEGORY,
         level=level,
         message=f"{method.upper()} {endpoint} -> {status if status is not None else 'no response'}",
         data={"method": method.upper(), "url": endpoint, "status_code": status, "duration_ms": round(duration_s * 1000, 1)},
+    )
+
+
+def add_cycle_breadcrumb(cycle: str, duration_s: float, ok: bool) -> None:
+    """Record that a scheduler cycle (fetch and submit, poll) ended, so an event shows the
+    cycles that ran before it."""
+    sentry_sdk.add_breadcrumb(
+        type="default",
+        category=CYCLE_BREADCRUMB_CATEGORY,
+        level="info" if ok else "error",
+        message=f"cycle {cycle} {'finished' if ok else 'failed'} in {duration_s:.1f} s",
+        data={"cycle": cycle, "duration_s": round(duration_s, 3), "ok": ok},
     )
 
 
@@ -299,13 +365,34 @@ def capture_stuck_submissions(profile: str, submission_uids: Sequence[str], age_
         )
 
 
-def capture_plugin_error(plugin: str, hook: str, source: str | None, exc: BaseException) -> str | None:
+def capture_plugin_error(
+    plugin: str, hook: str, source: str | None, exc: BaseException, *, profile: str | None = None
+) -> str | None:
     """Report an exception a plugin's hook raised (the pipeline carries on with other plugins);
-    returns the event id. Grouped by traceback, tagged with plugin, hook and source."""
+    returns the event id. Titled by the exception (its type and message, scrubbed), grouped by
+    traceback, tagged with plugin, hook, source and the source's profile."""
     with sentry_sdk.new_scope() as scope:
         scope.set_tag("plugin", plugin)
         scope.set_tag("hook", hook)
         if source is not None:
             scope.set_tag("source", source)
+        if profile is not None:
+            scope.set_tag("profile", profile)
         scope.set_tag("failure", "plugin")
+        scope.set_context("plugin_failure", {"plugin": plugin, "hook": hook, "source": source, "profile": profile})
         return sentry_sdk.capture_exception(exc)
+
+
+def capture_escalation(profile: str, submission: int | str, documents: int | None = None) -> str | None:
+    """Report a submission the connector stopped reconciling (an operator decides); returns the
+    event id. One issue per profile."""
+    with sentry_sdk.new_scope() as scope:
+        scope.set_tag("profile", profile)
+        scope.set_tag("failure", "escalated_submission")
+        scope.fingerprint = ["myinvois-escalated-submission", profile]
+        scope.set_context("escalated_submission", {"submission": submission, "documents": documents})
+        return sentry_sdk.capture_message(
+            f"Submission {submission} of profile '{profile}' escalated: still in doubt, no longer reconciled; "
+            "look its invoices up on the MyInvois portal",
+            level="error",
+        )

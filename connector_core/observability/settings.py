@@ -65,6 +65,12 @@ class ObservabilitySettings(BaseModel):
         "write-back failed. Default 3.",
     )
 
+    debug_loggers: list[str] = Field(
+        default=[],
+        description="Loggers of libraries to hear in full (DEBUG), e.g. ['httpx', 'sqlalchemy.engine', 'filelock']; "
+        "otherwise libraries log only their warnings. Default [] (none).",
+    )
+
     @field_validator("sentry_dsn")
     @classmethod
     def _sentry_dsn(cls, value):  # noqa: ANN001 - SecretStr after the Secret validators

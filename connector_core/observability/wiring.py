@@ -88,10 +88,12 @@ class Monitoring:
             self.metrics.document_final(fields["state"], fields.get("seconds_since_fetch") or 0.0)
         elif event == "cycle_finished":
             self.metrics.cycle_finished(fields["cycle"], fields["duration_s"], ok=fields.get("ok", True))
+            sentry.add_cycle_breadcrumb(fields["cycle"], fields["duration_s"], fields.get("ok", True))
         elif event == "login_failed":
             sentry.capture_login_failure(fields["profile"], fields["error"])
         elif event == "submission_escalated":
             self.metrics.submission_escalated(fields["profile"])
+            sentry.capture_escalation(fields["profile"], fields.get("submission", "?"))
         elif event == "writeback_refused":
             self.metrics.writeback_failed(fields["source"])
         elif event == "source_error":
@@ -105,7 +107,11 @@ class Monitoring:
         elif event == "rate_backend_back":
             self.metrics.set_rate_backend_down(False)
         elif event == "plugin_error":
-            sentry.capture_plugin_error(fields["plugin"], fields["hook"], fields.get("source"), fields["error"])
+            source = fields.get("source")
+            configured = self.settings.sources.get(source) if source is not None else None
+            sentry.capture_plugin_error(
+                fields["plugin"], fields["hook"], source, fields["error"], profile=configured.profile if configured else None
+            )
 
     def cycle_failed(self, cycle: str, exc: BaseException) -> None:
         self.metrics.cycle_finished(cycle, 0.0, ok=False)

@@ -234,7 +234,7 @@ def test_log_lines_reach_sentry_without_their_arguments_also_behind_the_log_filt
     local_output = io.StringIO()
     configure_logging("INFO", "json", stream=local_output)
     start_reporting(collector)
-    log = logging.getLogger("tests.observability.pipeline")
+    log = logging.getLogger("connector_core.pipeline.under_test")  # the connector's own: its lines are breadcrumbs
 
     log_document(log, "WARNING", "buyer %s has no e-mail address", BUYER_NAME, invoice="INV-7", uuid="U7", submission_uid="S7")
     log.error("could not write back outcome for %(name)s", {"name": BUYER_NAME})
@@ -244,7 +244,7 @@ def test_log_lines_reach_sentry_without_their_arguments_also_behind_the_log_filt
     sent = collector.all_bytes()
     assert BUYER_NAME.encode() not in sent
     assert event["logentry"]["formatted"] == "could not write back outcome for [Filtered]"
-    crumb = next(c for c in event["breadcrumbs"]["values"] if c.get("category") == "tests.observability.pipeline")
+    crumb = next(c for c in event["breadcrumbs"]["values"] if c.get("category") == "connector_core.pipeline.under_test")
     assert crumb["message"] == "buyer [Filtered] has no e-mail address"
     assert crumb["data"] == {"invoice": "INV-7", "uuid": "U7", "submission_uid": "S7"}
     # Locally, where clerks need it, the line is complete.

@@ -26,6 +26,7 @@ def test_defaults_are_safe_for_an_unattended_install():
         "healthy_cycle_multiplier": 3.0,
         "max_consecutive_login_failures": 3,
         "health_source_failures": 3,
+        "debug_loggers": [],
     }
 
 
