@@ -171,6 +171,8 @@ THIRD_PARTY_LOGGERS = (
     "sqlalchemy",
     "urllib3",
     "uvicorn",
+    "uvicorn.access",
+    "uvicorn.error",
 )
 
 
