@@ -63,7 +63,7 @@ def resolve_sqlite_url(url: str) -> str:
     """A ``sqlite:///relative/file`` URL with its file resolved like any other path; other
     URLs (other databases, ``sqlite://`` in memory, absolute files) unchanged."""
     prefix, _, rest = url.partition(":///")
-    if not rest or not prefix.split("+", 1)[0] == "sqlite" or rest.startswith("/") or rest.startswith(":memory:"):
+    if not rest or prefix.split("+", 1)[0] != "sqlite" or rest.startswith(("/", ":memory:")):
         return url
     database, query = (rest.split("?", 1) + [""])[:2]
     resolved = resolve_path(database)
@@ -96,8 +96,8 @@ def _resolve_value(value: Any) -> Any:
             return type(value)(items)
         return value
     if isinstance(value, dict):
-        items = {k: _resolve_value(v) for k, v in value.items()}
-        if any(items[k] is not value[k] for k in value):
-            return items
+        entries = {k: _resolve_value(v) for k, v in value.items()}
+        if any(entries[k] is not value[k] for k in value):
+            return entries
         return value
     return value

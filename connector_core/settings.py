@@ -99,7 +99,7 @@ class LedgerSettings(_Section):
 
     @field_validator("url")
     @classmethod
-    def _database_url(cls, value):  # noqa: ANN001 - SecretStr after the Secret validators
+    def _database_url(cls, value):  # a SecretStr, after the Secret validators
         if value is None:
             return value
         problem = database_url_problem(value.get_secret_value())

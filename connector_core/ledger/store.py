@@ -71,4 +71,6 @@ class Ledger:
 def _missing_sqlite_file(url: str) -> bool:
     parsed = make_url(url)
     database = parsed.database
-    return parsed.get_backend_name() == "sqlite" and bool(database) and database != ":memory:" and not Path(database).expanduser().exists()
+    if parsed.get_backend_name() != "sqlite" or not database or database == ":memory:":
+        return False
+    return not Path(database).expanduser().exists()

@@ -73,7 +73,7 @@ class ObservabilitySettings(BaseModel):
 
     @field_validator("sentry_dsn")
     @classmethod
-    def _sentry_dsn(cls, value):  # noqa: ANN001 - SecretStr after the Secret validators
+    def _sentry_dsn(cls, value):  # a SecretStr, after the Secret validators
         """A malformed DSN is a configuration error found when the file is read, not a crash
         when Sentry starts. The DSN is never quoted: its key lets anyone post events."""
         if value is None or is_placeholder(value):

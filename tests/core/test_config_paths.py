@@ -178,8 +178,10 @@ def test_run_with_a_malformed_sentry_dsn_exits_config_with_one_line_and_no_trace
     output = result.stdout + result.stderr
     assert "Traceback" not in output and SECRET not in output
     assert [line for line in output.splitlines() if "sentry_dsn" in line] == [
-        "  - observability.sentry_dsn: is not a Sentry DSN; copy it from Sentry's project settings (Client Keys), "
-        "e.g. https://<key>@o0.ingest.sentry.io/<project number>"
+        (
+            "  - observability.sentry_dsn: is not a Sentry DSN; copy it from Sentry's project settings (Client Keys), "
+            "e.g. https://<key>@o0.ingest.sentry.io/<project number>"
+        )
     ]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["connector.toml"]  # nothing started, nothing created
 
