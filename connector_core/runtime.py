@@ -310,7 +310,6 @@ class Connector:
         for name in dict.fromkeys([r.source for r in report.fetched] + sorted(failed)):
             self.ctx.emit("source_cycle", source=name, ok=name not in failed, error=failed.get(name))
 
-
     def _poll(self) -> CycleReport:
         started = time.monotonic()
         report = CycleReport()
@@ -337,7 +336,9 @@ class Connector:
         back, the connector is asked to stop, or ``cycles.once_timeout_seconds`` passes.
 
         A profile whose login MyInvois refuses is not retried (its credentials will not fix
-        themselves); the other profiles' invoices go on, and the summary names the refused one."""
+        themselves); the other profiles' invoices go on, and the summary names the refused one.
+        Neither is a profile whose MyInvois has been unreachable for ``cycles.once_outage_give_up_seconds``
+        without a break: its invoices stay pending for the next run (the daemon keeps trying)."""
         started = time.monotonic()
         deadline = started + self.settings.cycles.once_timeout_seconds
         with self.ctx.source_failure_lock:
@@ -347,26 +348,31 @@ class Connector:
         submissions = sum(r.submissions for r in first.submitted)
         reported = first.reported
         refused = _refused_profiles(first.submitted)
+        unreachable: dict[str, str] = {}
         while not self.ctx.stop.is_set():
-            remaining = self.ledger.status.unfinished_count(exclude_profiles=refused)
+            unreachable.update(self._unreachable_too_long(exclude=set(unreachable)))
+            waiting_on = refused | set(unreachable)
+            remaining = self.ledger.status.unfinished_count(exclude_profiles=waiting_on)
             if progress is not None:
                 progress(self.ledger.status.counts_by_state())
             if remaining == 0 or time.monotonic() > deadline:
                 break
-            sent = self.submit_cycle(skip=refused)
+            sent = self.submit_cycle(skip=waiting_on)
             submissions += sum(r.submissions for r in sent)
             refused |= _refused_profiles(sent)
             cycle = self.poll_cycle()
             reported += cycle.reported
-            if self.ledger.status.unfinished_count(exclude_profiles=refused):
+            if self.ledger.status.unfinished_count(exclude_profiles=refused | set(unreachable)):
                 self._sleep_until_next_poll(deadline)
-        problem = None
+        problems = []
         if refused:
             names = ", ".join(repr(p) for p in sorted(refused))
-            problem = (
+            problems.append(
                 f"MyInvois refused the login of profile {names}; check its client_id, client_secret and on_behalf_of "
                 "(see 'myinvois-connector status' for the answer); its invoices stay pending"
             )
+        problems.extend(unreachable[p] for p in sorted(unreachable))
+        problem = "; ".join(problems) or None
         return RunSummary(
             counts=self.ledger.status.counts_by_state(),
             fetched=fetched,
@@ -380,6 +386,24 @@ class Connector:
             source_problems=sorted(self.ctx.failed_in_run.values()),
             needs_attention=self.ledger.status.needs_attention_count(),
         )
+
+    def _unreachable_too_long(self, exclude: set[str]) -> dict[str, str]:
+        """Profiles whose MyInvois has been unreachable for ``cycles.once_outage_give_up_seconds``
+        without a break, with the sentence that says so; ``run --once`` stops waiting for them."""
+        limit = self.settings.cycles.once_outage_give_up_seconds
+        given_up: dict[str, str] = {}
+        for profile in self._active_profiles():
+            down = self.ctx.availability.unreachable_for(profile)
+            if profile in exclude or down is None or down < limit:
+                continue
+            given_up[profile] = (
+                f"MyInvois could not be reached for profile {profile!r} for {down:.0f} s "
+                f"({self.ctx.availability.describe_outage(profile)}); 'run --once' stopped waiting after "
+                f"cycles.once_outage_give_up_seconds ({limit:g} s): its invoices stay pending and go with the next run "
+                "(the daemon keeps trying); check the network, proxy and api_base_url / identity_base_url"
+            )
+            log.error("%s", given_up[profile])
+        return given_up
 
     def _first_cycle_polling_meanwhile(self) -> CycleReport:
         """The first cycle may send a large backlog, mostly waiting for rate-limit slots; the
@@ -430,11 +454,10 @@ class Connector:
             self.ledger.journal.increment(f"rate_limited_429.{call.endpoint.value}")
         if call.endpoint.value == "login":
             self.ledger.journal.increment("logins" if call.status == 200 else "login_attempts_failed")
-            if call.status != 200:
-                # Every real failed attempt is an alert, whatever the cause (refused secret,
-                # identity service down, throttled): without a token nothing is sent or polled,
-                # and a 5xx or a timeout would otherwise only show in the log. The token
-                # provider's back-off bounds these to a few per minute.
+            if call.status == 429:
+                # A throttled login is an alert of its own: something else uses this client id.
+                # A refused login and an unreachable identity service are told by the pipeline's
+                # Availability, once per episode and naming the profile, not once per attempt.
                 answer = f"HTTP {call.status}" if call.status is not None else "no answer"
                 self.ledger.journal.add_incident(
                     "login_failed",

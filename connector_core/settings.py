@@ -141,6 +141,12 @@ class CycleSettings(_Section):
         default=48.0, gt=0, lt=72, description="A built but never-sent document older than this is rebuilt with a fresh issue time (MyInvois refuses 72 h)."
     )
     once_timeout_seconds: float = Field(default=3600.0, gt=0, description="'run --once' gives up after this long with a non-zero exit.")
+    once_outage_give_up_seconds: float = Field(
+        default=300.0,
+        gt=0,
+        description="'run --once' stops waiting for a profile whose MyInvois has been unreachable this long without a break "
+        "(exit 5); the daemon keeps trying.",
+    )
 
 
 class SubmissionSettings(_Section):

@@ -382,7 +382,9 @@ class MyInvoisClient:
                 sent = not isinstance(exc, _NOT_SENT)
                 error = self._transport_error(endpoint, exc, sent)
                 notify(self.listeners, ApiCall(endpoint, route.method, None, duration, attempt, type(error).__name__))
-                log.warning("MyInvois %s attempt %d: %s", endpoint.value, attempt, type(exc).__name__)
+                # DEBUG: the error goes to the caller, which tells the operator once per outage
+                # (pipeline.availability); a line per attempt drowned the log while LHDN was down.
+                log.debug("MyInvois %s attempt %d: %s", endpoint.value, attempt, type(exc).__name__)
                 if isinstance(error, RetriableError) and (is_read or not sent):
                     failures += 1
                     if failures < settings.read_max_attempts:

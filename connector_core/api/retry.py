@@ -12,7 +12,11 @@ Why these defaults:
   wait is handed back to the caller (as ``RateLimited``) instead of parking a worker thread;
 * failed logins back off exponentially from ``login_backoff_base_s``; the base is never below
   60 s / 12, the login limit per minute, so even a tight loop of failures stays under LHDN's
-  throttle for ``/connect/token``.
+  throttle for ``/connect/token``;
+* while MyInvois cannot be reached at all (connection refused, timeouts, 5xx), sending and
+  polling of a profile back off as a whole from ``outage_initial_delay_s`` up to
+  ``outage_max_delay_s`` (:func:`outage_delay`): an outage of hours then costs a few attempts
+  an hour and a few log lines, not one per cycle beat.
 """
 
 from __future__ import annotations
@@ -65,6 +69,14 @@ class RetrySettings(BaseModel):
 
     login_backoff_base_s: float = Field(MIN_LOGIN_INTERVAL_S, gt=0, description="Wait after the first failed login.")
     login_backoff_cap_s: float = Field(600.0, gt=0, description="Longest wait between failed logins.")
+
+    outage_initial_delay_s: float = Field(
+        5.0, gt=0, description="While MyInvois cannot be reached: wait after the first failed attempt; doubles with each further one."
+    )
+    outage_max_delay_s: float = Field(300.0, gt=0, description="While MyInvois cannot be reached: longest wait between two attempts.")
+    outage_summary_interval_s: float = Field(
+        300.0, gt=0, description="While MyInvois cannot be reached: how often one 'still unreachable' line is logged."
+    )
 
     @model_validator(mode="after")
     def _login_backoff_within_limit(self) -> "RetrySettings":
@@ -120,6 +132,16 @@ def rate_limited_delay(retry_after: float | None, settings: RetrySettings) -> fl
 def should_wait_for(retry_after: float, settings: RetrySettings) -> bool:
     """Whether a call may sleep through this Retry-After itself rather than hand it to the caller."""
     return retry_after <= settings.max_retry_after_s
+
+
+def outage_delay(consecutive_failures: int, settings: RetrySettings, rng: Callable[[], float] = random.random) -> float:
+    """Wait before the next attempt to reach MyInvois after ``consecutive_failures`` failed ones:
+    capped exponential; with ``jitter`` a random time between half the bound and the bound (never
+    near 0: a floor keeps an outage from being hammered, the spread keeps connectors out of step)."""
+    if consecutive_failures <= 0:
+        return 0.0
+    bound = min(settings.outage_max_delay_s, settings.outage_initial_delay_s * (2 ** min(consecutive_failures - 1, 60)))
+    return bound * (0.5 + 0.5 * rng()) if settings.jitter else bound
 
 
 def login_backoff(consecutive_failures: int, settings: RetrySettings) -> float:

@@ -245,6 +245,28 @@ class Sends(LedgerPart):
                 claimed.release(conn, submission_id, None, now)
             return moved
 
+    def submission_withdrawn(self, submission_id: int) -> states.Moved:
+        """The request never left this host (MyInvois unreachable, no token): its documents go
+        back to pending as if never claimed (the attempt is not counted) and the submission row
+        is removed, so an outage leaves no row per attempt. Only while it is still ours and
+        ``sending``; if another connector took it meanwhile, nothing changes."""
+        now = utcnow()
+        with self.engine.connect() as conn:
+            with conn.begin() as transaction:
+                # Documents first (they reference the row), then the compare-and-set removal;
+                # a lost removal undoes the release with the transaction.
+                states.move(
+                    conn,
+                    states.doc("not_sent"),
+                    documents.c.submission_id == submission_id,
+                    owner=submission_id,
+                    values={"submission_id": None, "attempts": documents.c.attempts - 1, "updated_at": now},
+                )
+                moved = states.remove(conn, states.sub("withdrawn"), submissions.c.id == submission_id, owner=self.sender, expected=1)
+                if moved.lost:
+                    transaction.rollback()
+                return moved
+
     # --- reconciliation ---------------------------------------------------------------------
 
     def unresolved_submissions(self, profile: str) -> list[SubmissionRecord]:

@@ -12,6 +12,11 @@ Two questions decide it, because they are what an unattended connector fails at 
   fails (the other sources go on), so each source has its own count: ``max_consecutive_source_failures``
   fetch cycles in a row in which that source's fetch or write-back failed make it unhealthy
   until a cycle in which the source worked.
+
+And one question that degrades it without making it unhealthy: can each profile reach MyInvois,
+and does MyInvois accept its login? An LHDN outage is not cured by restarting the connector, so
+it does not fail the probe (still 200); ``/healthz`` says ``"degraded"`` and names the profile
+and the cause (``details.degraded``) until MyInvois answers, or the login works, again.
 """
 
 from __future__ import annotations
@@ -76,6 +81,7 @@ class HealthMonitor:
         self._cycles: dict[str, _Cycle] = {}
         self._logins: dict[str, _Logins] = {}
         self._sources: dict[str, _SourceRecord] = {}
+        self._myinvois: dict[tuple[str, str], str] = {}
 
     def register_cycle(self, name: str, interval_s: float) -> None:
         """Expect cycle ``name`` to succeed about every ``interval_s`` seconds from now on."""
@@ -130,6 +136,15 @@ class HealthMonitor:
                 record.consecutive_failures += 1
                 record.last_error = error
 
+    def myinvois_problem(self, profile: str, kind: str, problem: str | None) -> None:
+        """``kind`` (``unreachable``, ``login_refused``) of ``profile`` began (``problem``: in
+        words, no secret) or ended (None). Degrades /healthz while it lasts."""
+        with self._lock:
+            if problem is None:
+                self._myinvois.pop((profile, kind), None)
+            else:
+                self._myinvois[(profile, kind)] = problem
+
     def status(self) -> tuple[bool, list[str], dict[str, Any]]:
         """``(ok, reasons, details)``: ``reasons`` says what is wrong (empty when healthy);
         ``details`` holds every cycle's and profile's figures for the health endpoint."""
@@ -178,4 +193,5 @@ class HealthMonitor:
                         + "; run 'myinvois-connector doctor' to check its connection and rights"
                     )
                 sources[name] = {"consecutive_failed_cycles": record.consecutive_failures, "failing": failing}
-        return (not reasons, reasons, {"cycles": cycles, "logins": logins, "sources": sources})
+            degraded = [problem for _key, problem in sorted(self._myinvois.items())]
+        return (not reasons, reasons, {"cycles": cycles, "logins": logins, "sources": sources, "degraded": degraded})

@@ -39,7 +39,8 @@ def is_loopback(host: str) -> bool:
 
 class MetricsServer:
     """Serves ``GET /metrics`` (Prometheus text, or OpenMetrics when asked) and ``GET /healthz``
-    (``200 {"status": "ok"}`` or ``503 {"status": "unhealthy", "reasons": [...]}``).
+    (``200 {"status": "ok"}``, ``200 {"status": "degraded", "details": {"degraded": [...]}}`` or
+    ``503 {"status": "unhealthy", "reasons": [...]}``).
 
     ``port=0`` lets the system choose a free port (read it from :attr:`port` after
     :meth:`start`); the *setting* ``metrics_port = 0`` means "no server" and is the caller's
@@ -140,7 +141,10 @@ def _handler_for(metrics: ConnectorMetrics, health: HealthMonitor) -> type[BaseH
                 self._send(200, content_type, encoder(metrics.registry))
             elif path == "/healthz":
                 ok, reasons, details = health.status()
-                body: dict[str, Any] = {"status": "ok" if ok else "unhealthy", "reasons": reasons, "details": details}
+                # Degraded (MyInvois down, a login refused) still answers 200: restarting the
+                # connector would not help; the body names what is wrong.
+                verdict = ("degraded" if details.get("degraded") else "ok") if ok else "unhealthy"
+                body: dict[str, Any] = {"status": verdict, "reasons": reasons, "details": details}
                 self._send(200 if ok else 503, "application/json", json.dumps(body).encode())
             else:
                 self._send(404, "text/plain; charset=utf-8", b"not found: try /metrics or /healthz\n")

@@ -102,6 +102,18 @@ class Monitoring:
             self.metrics.source_cycle_finished(fields["source"], fields["ok"], error=fields.get("error"))
         elif event == "claims_lost":
             self.metrics.claims_lost(fields["documents"])
+        elif event == "myinvois_unreachable":
+            self.health.myinvois_problem(
+                fields["profile"], "unreachable", f"MyInvois unreachable for profile '{fields['profile']}' ({fields['endpoint']}: {fields['cause']})"
+            )
+        elif event == "myinvois_reachable":
+            self.health.myinvois_problem(fields["profile"], "unreachable", None)
+        elif event == "login_refused":
+            self.health.myinvois_problem(
+                fields["profile"], "login_refused", f"login of profile '{fields['profile']}' refused: {fields['reason']}"
+            )
+        elif event == "login_accepted":
+            self.health.myinvois_problem(fields["profile"], "login_refused", None)
         elif event == "rate_backend_down":
             self.metrics.set_rate_backend_down(True)
         elif event == "rate_backend_back":

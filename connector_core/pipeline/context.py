@@ -10,6 +10,7 @@ from typing import Any
 
 from connector_core.contract import Source
 from connector_core.ledger import Ledger
+from connector_core.pipeline.availability import Availability
 from connector_core.plugins import HookFailed, PluginHost
 from connector_core.settings import ProfileSettings, Settings
 
@@ -32,11 +33,20 @@ class PipelineContext:
     #: Set while the rate-limit backend is failing: one incident when it starts, a line when it ends.
     rate_backend_down: bool = False
     incident_lock: threading.Lock = field(default_factory=threading.Lock)
+    #: Whether each profile can reach MyInvois and log in: the back-off of an outage, told once.
+    availability: Availability = field(init=False)
     #: Sources whose fetch or write-back failed since the runtime last took them (source ->
     #: the latest failure): per fetch cycle for /healthz, and over a whole ``run --once``.
     failed_in_cycle: dict[str, str] = field(default_factory=dict)
     failed_in_run: dict[str, str] = field(default_factory=dict)
     source_failure_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def __post_init__(self) -> None:
+        self.availability = Availability(
+            self.settings.retry,
+            incident=lambda kind, message, subject: self.ledger.journal.add_incident(kind, message, subject=subject),
+            emit=self.emit,
+        )
 
     def emit(self, event: str, **fields: Any) -> None:
         for observer in self.observers:

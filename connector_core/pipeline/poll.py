@@ -19,7 +19,17 @@ import re
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 
-from connector_core.api import ApiError, DocumentStatus, DocumentSummary, NotFound, SubmissionStatus
+from connector_core.api import (
+    ApiError,
+    AuthenticationFailed,
+    DocumentStatus,
+    DocumentSummary,
+    Endpoint,
+    NotFound,
+    RateBackendUnavailable,
+    RetriableError,
+    SubmissionStatus,
+)
 from connector_core.contract import DocumentState
 from connector_core.ledger import DocumentStatusUpdate, SubmissionRecord, SubmittedDocument, utcnow
 from connector_core.pipeline.context import PipelineContext
@@ -49,7 +59,7 @@ def poll_profile(ctx: PipelineContext, profile: str) -> int:
     settings = ctx.settings.submission
     polled = 0
     with ThreadPoolExecutor(max_workers=settings.poll_concurrency, thread_name_prefix=f"poll-{profile}") as pool:
-        while not ctx.stop.is_set():
+        while not ctx.stop.is_set() and ctx.availability.may_try(profile):
             due = ctx.ledger.polls.submissions_due(profile, utcnow(), limit=settings.poll_concurrency * 4)
             if not due:
                 break
@@ -63,9 +73,18 @@ def poll_profile(ctx: PipelineContext, profile: str) -> int:
 def _poll_safely(ctx: PipelineContext, profile: str, sub: SubmissionRecord) -> bool:
     try:
         poll_submission(ctx, profile, sub)
+        ctx.availability.reached(profile)
         return True
     except ApiError as exc:
-        log.warning("polling submission %s failed (%s); it is polled again next cycle", sub.submission_uid, exc)
+        if isinstance(exc, RetriableError) and not isinstance(exc, RateBackendUnavailable):
+            # MyInvois is failing: said once per outage, and polling backs off with sending.
+            ctx.availability.unreachable(profile, exc.endpoint.value if exc.endpoint else "get_submission", str(exc))
+            log.debug("polling submission %s failed (%s)", sub.submission_uid, exc)
+        elif isinstance(exc, AuthenticationFailed) and exc.endpoint is Endpoint.login:
+            # Told once per refusal (Availability), not once per due submission every beat.
+            ctx.availability.login_refused(profile, str(exc))
+        else:
+            log.warning("polling submission %s failed (%s); it is polled again next cycle", sub.submission_uid, exc)
         now = utcnow()
         ctx.ledger.polls.record_poll(
             sub.id, overall_status=None, updates=[], next_poll_at=now + timedelta(seconds=next_poll_delay(ctx, sub, now))

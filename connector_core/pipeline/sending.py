@@ -9,9 +9,16 @@ answer                                 first send                      re-send a
 202                                    accepted                        accepted
 400 / 403 on the envelope              refused (documents rejected)    refused
 422 duplicate, timeout, 5xx, unknown   in doubt: reconciled            in doubt again
-429, connect error, 401, rate backend  not sent: documents pending     in doubt again: the first
+429, 401, rate backend                 not sent: documents pending     in doubt again: the first
                                                                        send may still be there
+connect error, login failed or         withdrawn: documents pending,   in doubt again
+refused (nothing left this host)       no submission row kept
 =====================================  ==============================  ===========================
+
+Every answer also tells :class:`~connector_core.pipeline.availability.Availability` whether
+MyInvois could be reached (a connect error, a timeout or a 5xx could not; any other answer
+could) and whether the profile's login is refused, so that an outage is logged once and backed
+off from, not logged and retried on every cycle beat.
 """
 
 from __future__ import annotations
@@ -53,6 +60,9 @@ class BatchOutcome(str, Enum):
     BACKEND_DOWN = "backend_down"
     #: Another writer claimed or changed every document first: nothing was opened or sent.
     LOST_CLAIM = "lost_claim"
+    #: MyInvois could not be reached; the request never left this host. The documents are
+    #: pending again and no submission row is kept; sending backs off (``Availability``).
+    UNREACHABLE = "unreachable"
     #: Our answer could not be recorded: another connector holds the submission now.
     LOST_RACE = "lost_race"
 
@@ -113,6 +123,7 @@ def record_submit_answer(
     in-doubt submission, whose first send may be at MyInvois whatever this call's fate."""
     sends = ctx.ledger.sends
     journal = ctx.ledger.journal
+    availability = ctx.availability
 
     def in_doubt(reason: str) -> BatchOutcome:
         return _checked(ctx, sends.submission_in_doubt(sub_id, reason), BatchOutcome.IN_DOUBT, report, "in_doubt")
@@ -126,17 +137,32 @@ def record_submit_answer(
             return outcome
         return _checked(ctx, sends.submission_not_sent(sub_id, reason), outcome, report, "not_sent")
 
+    def withdrawn(reason: str, outcome: BatchOutcome) -> BatchOutcome:
+        if resend:
+            return not_sent(reason, outcome)
+        moved = sends.submission_withdrawn(sub_id)
+        return _lost_race(ctx, sub_id, outcome.value) if moved.lost else outcome
+
     try:
         result = call()
     except DuplicateSubmission as exc:
+        availability.reached(profile)
         # MyInvois already has this exact payload: it arrived; reconciliation finds where.
         journal.increment("duplicate_submission_answers")
         return in_doubt(f"MyInvois already holds this payload (422 DuplicateSubmission): {exc}")
     except SubmitOutcomeUnknown as exc:
+        if exc.status is not None and exc.status >= 500:
+            # It may have arrived, so it stays in doubt; and MyInvois is failing: after a
+            # second one in a row, sending backs off. A lost answer (no status) says nothing
+            # about an outage: it is reconciled like any other in-doubt submission.
+            availability.server_failed(profile, Endpoint.submit.value, str(exc))
+        elif exc.status is not None:
+            availability.reached(profile)
         log.warning("submission %s of profile %s: outcome unknown (%s); it will be reconciled, not re-sent", sub_id, profile, exc)
         journal.increment("submissions_in_doubt")
         return in_doubt(str(exc))
     except BatchRefused as exc:
+        availability.reached(profile)
         messages = api_error_messages(exc)
         log.error("submission %s of profile %s refused: %s", sub_id, profile, "; ".join(messages))
         documents = len(ctx.ledger.polls.documents_of(sub_id))
@@ -152,30 +178,46 @@ def record_submit_answer(
             # thread's call saw that token revoked in the meantime. 401 means not processed,
             # so the batch is simply not sent; it is not a refused login, which would stop
             # 'run --once' and tell the operator to fix credentials that are fine.
+            availability.reached(profile)
             log.warning("submission %s of profile %s: token rejected twice (%s); sent again next round", sub_id, profile, exc)
             journal.increment("token_rejected")
             return not_sent(str(exc), BatchOutcome.NOT_SENT)
-        journal.add_incident("login_failed", str(exc), subject=profile)
+        # The login was refused (or not attempted: placeholder credentials, or still inside
+        # the back-off of a refused one): the submit never left this host. One ERROR and one
+        # incident per refusal, not per batch (Availability).
+        if exc.status is not None:
+            availability.reached(profile)
+        availability.login_refused(profile, str(exc))
         journal.increment("login_failures")
         ctx.emit("login_failed", profile=profile, error=exc)
-        return not_sent(str(exc), BatchOutcome.AUTH_FAILED)
+        return withdrawn(str(exc), BatchOutcome.AUTH_FAILED)
     except (RateLimited, RetriableError) as exc:
         if isinstance(exc, RateBackendUnavailable):
             # Before anything was sent: certainly not at MyInvois.
             log.error("submission %s of profile %s not sent: %s", sub_id, profile, exc)
             return not_sent(str(exc), BatchOutcome.BACKEND_DOWN)
-        # A 429 or a failure to connect: MyInvois did not take the request.
+        if isinstance(exc, RetriableError):
+            # A failure to connect, or a login that got no usable answer: the request never
+            # left this host. Availability says it once per outage and backs off; no row.
+            availability.unreachable(profile, exc.endpoint.value if exc.endpoint else Endpoint.submit.value, str(exc))
+            log.debug("submission %s of profile %s withdrawn: %s", sub_id, profile, exc)
+            return withdrawn(str(exc), BatchOutcome.UNREACHABLE)
+        # A 429: MyInvois did not take the request.
         # Said once per batch, so an operator sees why documents wait without a 429 counter.
+        availability.reached(profile)
         log.warning("submission %s of profile %s not sent (%s); its documents wait for the next cycle", sub_id, profile, exc)
         return not_sent(str(exc), BatchOutcome.NOT_SENT)
     except ApiError as exc:
         # Any other answer we do not understand: assume it may have arrived.
+        availability.reached(profile)
         return in_doubt(f"unexpected answer: {exc}")
     except Exception as exc:
         # A bug or an unexpected transport error after the request may have left: in doubt.
         log.exception("submission %s: unexpected error while submitting", sub_id)
         return in_doubt(f"unexpected {type(exc).__name__} while submitting")
 
+    availability.reached(profile)
+    availability.login_accepted(profile)
     accepted = [(doc.code_number, doc.uuid) for doc in result.accepted]
     rejected = [(doc.code_number, rejection_messages(doc.error), error_details(doc.error)) for doc in result.rejected]
     moved = sends.submission_accepted(

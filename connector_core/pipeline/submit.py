@@ -70,6 +70,10 @@ def submit_profile(ctx: PipelineContext, profile: str, feed: FetchFeed | None = 
     submissions are sent, because a part-filled one spends a whole slot of the 100-per-minute
     limit; what is left over goes with the next page, or once the fetch is over."""
     report = SubmitReport(profile=profile)
+    if not ctx.availability.may_try(profile):
+        # MyInvois is down and the outage's back-off has not passed: every call would fail
+        # the same way. Nothing is claimed, nothing logged; the invoices wait.
+        return report
     reconcile_profile(ctx, profile)
     settings = ctx.settings.submission
     client = ctx.clients[profile]
@@ -85,7 +89,7 @@ def submit_profile(ctx: PipelineContext, profile: str, feed: FetchFeed | None = 
         )
 
     with ThreadPoolExecutor(max_workers=settings.concurrency, thread_name_prefix=f"submit-{profile}") as pool:
-        while not ctx.stop.is_set():
+        while not ctx.stop.is_set() and ctx.availability.may_try(profile):
             more_coming = feed is not None and feed.open
             seen_pages = feed.pages if feed is not None else 0
             pending = ctx.ledger.sends.pending_documents(profile, limit=round_size)
@@ -122,7 +126,7 @@ def submit_profile(ctx: PipelineContext, profile: str, feed: FetchFeed | None = 
             # Documents that could not be sent stay pending for the next cycle; looping now
             # would only hammer an API that is down or refusing our credentials. A lost claim
             # is no reason to stop: another writer took those documents, the rest go on.
-            if BatchOutcome.NOT_SENT in outcomes or BatchOutcome.AUTH_FAILED in outcomes:
+            if {BatchOutcome.NOT_SENT, BatchOutcome.AUTH_FAILED, BatchOutcome.UNREACHABLE} & set(outcomes):
                 break
     return report
 

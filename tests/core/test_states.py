@@ -79,19 +79,23 @@ def test_each_declared_move_moves_from_its_sources_only_and_only_for_its_owner(e
             else:
                 row = _submission(conn, state)
             owner = (owner_sub if transition.table == "documents" else OWNER_SENDER) if transition.owned else ...
-            moved = states.move(conn, transition, table.c.id == row, owner=owner, expected=1)
+            # A move to REMOVED deletes its row (a compare-and-set delete): walked the same way.
+            make = states.remove if transition.target == states.REMOVED else states.move
+            moved = make(conn, transition, table.c.id == row, owner=owner, expected=1)
             assert moved.won == (state in transition.sources), (transition.name, state)
             after = conn.execute(select(table.c.state).where(table.c.id == row)).scalar()
-            assert after == (transition.target if state in transition.sources else state)
+            target = None if transition.target == states.REMOVED else transition.target
+            assert after == (target if state in transition.sources else state)
             if transition.owned and state in transition.sources:
                 # Held by someone else: the move does not happen.
                 if transition.table == "documents":
                     stranger = _document(conn, state, _submission(conn, SubmissionState.SENDING.value), f"x{n}")
-                    lost = states.move(conn, transition, table.c.id == stranger, owner=owner_sub, expected=1)
+                    lost = make(conn, transition, table.c.id == stranger, owner=owner_sub, expected=1)
                 else:
                     stranger = _submission(conn, state, sender="someone-else")
-                    lost = states.move(conn, transition, table.c.id == stranger, owner=OWNER_SENDER, expected=1)
+                    lost = make(conn, transition, table.c.id == stranger, owner=OWNER_SENDER, expected=1)
                 assert lost.lost
+                assert conn.execute(select(table.c.state).where(table.c.id == stranger)).scalar() == state
 
 
 def test_moves_that_are_not_declared_cannot_be_written(engine):
@@ -102,6 +106,10 @@ def test_moves_that_are_not_declared_cannot_be_written(engine):
         states.move(conn, states.doc("accepted"), documents.c.id == 1)  # owned: the owner must be named
     with engine.begin() as conn, pytest.raises(UndeclaredTransition):
         states.insert_state(conn, states.doc("claim"), [{}])  # not a move that creates rows
+    with engine.begin() as conn, pytest.raises(UndeclaredTransition):
+        states.remove(conn, states.sub("answered_not_sent"), submissions.c.id == 1, owner=None)  # not a removal
+    with engine.begin() as conn, pytest.raises(UndeclaredTransition):
+        states.move(conn, states.sub("withdrawn"), submissions.c.id == 1, owner=None)  # a removal: use remove
 
 
 def test_every_state_is_reachable_and_every_open_state_can_be_left():

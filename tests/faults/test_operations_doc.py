@@ -53,6 +53,10 @@ def _s(value: float) -> str:
         f"`reconcile_give_up_after_hours` ({CYCLES.reconcile_give_up_after_hours:g} h)",
         f"within an hour of LHDN's {reconcile.ISSUANCE_LIMIT.total_seconds() / 3600:g}-hour",
         f"`submission.abandoned_after_seconds` ({SubmissionSettings().abandoned_after_seconds:g} s,",
+        f"`outage_initial_delay_s` ({_s(RETRY.outage_initial_delay_s)})",
+        f"`outage_max_delay_s`\n  ({_s(RETRY.outage_max_delay_s)})",
+        f"`outage_summary_interval_s` ({_s(RETRY.outage_summary_interval_s)})",
+        f"`cycles.once_outage_give_up_seconds`\n({_s(CYCLES.once_outage_give_up_seconds)})",
     ],
 )
 def test_the_operations_guide_quotes_the_numbers_the_code_has(quoted: str):
