@@ -8,15 +8,17 @@ Two questions decide it, because they are what an unattended connector fails at 
   interval ago. One failed run is not unhealthy; a cycle that keeps failing or stops running is.
 * Can it still log in? ``max_consecutive_login_failures`` refused logins in a row for one
   profile, with no success in between, make it unhealthy until a login of that profile works.
-* Can it still read and write its ERP sources? A cycle succeeds even when a source's plugin
-  fails (the other sources go on), so each source has its own count: ``max_consecutive_source_failures``
-  fetch cycles in a row in which that source's fetch or write-back failed make it unhealthy
-  until a cycle in which the source worked.
 
 And one question that degrades it without making it unhealthy: can each profile reach MyInvois,
 and does MyInvois accept its login? An LHDN outage is not cured by restarting the connector, so
 it does not fail the probe (still 200); ``/healthz`` says ``"degraded"`` and names the profile
 and the cause (``details.degraded``) until MyInvois answers, or the login works, again.
+
+A failing ERP source degrades it too (200, ``"degraded"``, named in ``details.degraded``): a
+cycle succeeds even when one source's plugin fails (the other sources go on), so each source
+has its own count, and ``max_consecutive_source_failures`` fetch cycles in a row in which its
+fetch or write-back failed degrade the connector until a cycle in which the source worked. A
+wrong password or a missing database is not cured by restarting the connector either.
 """
 
 from __future__ import annotations
@@ -153,6 +155,7 @@ class HealthMonitor:
         cycles: dict[str, Any] = {}
         logins: dict[str, Any] = {}
         sources: dict[str, Any] = {}
+        failing_sources: list[str] = []
         with self._lock:
             for name, cycle in sorted(self._cycles.items()):
                 since = cycle.last_success if cycle.last_success is not None else cycle.registered_at
@@ -187,11 +190,11 @@ class HealthMonitor:
             for name, record in sorted(self._sources.items()):
                 failing = record.consecutive_failures >= self.max_source_failures
                 if failing:
-                    reasons.append(
+                    failing_sources.append(
                         f"source '{name}' failed in {record.consecutive_failures} fetch cycles in a row"
                         + (f" (last error: {record.last_error})" if record.last_error else "")
                         + "; run 'myinvois-connector doctor' to check its connection and rights"
                     )
                 sources[name] = {"consecutive_failed_cycles": record.consecutive_failures, "failing": failing}
-            degraded = [problem for _key, problem in sorted(self._myinvois.items())]
+            degraded = [problem for _key, problem in sorted(self._myinvois.items())] + failing_sources
         return (not reasons, reasons, {"cycles": cycles, "logins": logins, "sources": sources, "degraded": degraded})

@@ -61,8 +61,8 @@ class ObservabilitySettings(BaseModel):
     health_source_failures: int = Field(
         default=3,
         ge=1,
-        description="/healthz turns unhealthy after this many fetch cycles in a row in which one source's fetch or "
-        "write-back failed. Default 3.",
+        description="/healthz says 'degraded', naming the source, after this many fetch cycles in a row in which one "
+        "source's fetch or write-back failed. Default 3.",
     )
 
     debug_loggers: list[str] = Field(
