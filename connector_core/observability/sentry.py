@@ -16,8 +16,9 @@ they tell of is reported by a dedicated, titled and tagged event (:func:`capture
 :func:`capture_login_failure`, :func:`capture_escalation`...).
 
 Breadcrumbs are what led up to an event: MyInvois API calls (:func:`add_api_breadcrumb`), cycle
-steps (:func:`add_cycle_breadcrumb`) and the connector's own log lines; not SQL statements,
-library log lines or HTTP calls to anything else. The SDK's auto-enabled integrations
+steps (:func:`add_cycle_breadcrumb`, :func:`add_step_breadcrumb`) and the connector's own
+warnings; not SQL statements, library log lines, per-invoice INFO lines or HTTP calls to
+anything else. The SDK's auto-enabled integrations
 (SQLAlchemy, httpx, Redis...) are off for that reason.
 
 Local variables of stack frames are not collected at all (``include_local_variables=False``):
@@ -179,14 +180,16 @@ _OWN_LOGGERS = ("connector_core",)
 
 
 def keep_breadcrumb(crumb: dict[str, Any], hint: dict[str, Any] | None = None) -> dict[str, Any] | None:
-    """``before_breadcrumb``: MyInvois API calls, cycle steps and the connector's own log lines,
+    """``before_breadcrumb``: MyInvois API calls, cycle steps and the connector's own warnings,
     scrubbed (:func:`scrub_breadcrumb`); None (dropped) for anything else: SQL statements, other
-    HTTP calls, library log lines, and log lines that are only their arguments."""
+    HTTP calls, library log lines, INFO lines, and log lines that are only their arguments."""
     category = str(crumb.get("category") or "")
     if category in (API_BREADCRUMB_CATEGORY, CYCLE_BREADCRUMB_CATEGORY):
         return scrub_breadcrumb(crumb, hint)
     record = (hint or {}).get("log_record")
-    if isinstance(record, logging.LogRecord):
+    if isinstance(record, logging.LogRecord) and record.levelno >= logging.WARNING:
+        # The connector's own warnings say what went wrong before the event; its INFO lines
+        # (one per invoice, thousands a cycle) would push the API calls and steps out.
         own = any(record.name == name or record.name.startswith(f"{name}.") for name in _OWN_LOGGERS)
         if own and not is_only_arguments(record):
             return scrub_breadcrumb(crumb, hint)
@@ -322,6 +325,18 @@ def add_cycle_breadcrumb(cycle: str, duration_s: float, ok: bool) -> None:
         level="info" if ok else "error",
         message=f"cycle {cycle} {'finished' if ok else 'failed'} in {duration_s:.1f} s",
         data={"cycle": cycle, "duration_s": round(duration_s, 3), "ok": ok},
+    )
+
+
+def add_step_breadcrumb(step: str, message: str, *, ok: bool = True, **data: Any) -> None:
+    """Record one step of a cycle (a source read, a submission on its way): ``message`` names
+    sources and profiles by their configured names, never an invoice's content."""
+    sentry_sdk.add_breadcrumb(
+        type="default",
+        category=CYCLE_BREADCRUMB_CATEGORY,
+        level="info" if ok else "error",
+        message=message,
+        data={"step": step, **data},
     )
 
 

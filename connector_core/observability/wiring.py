@@ -84,6 +84,10 @@ class Monitoring:
         """Receives ``PipelineContext.emit`` events."""
         if event == "submission_sending":
             self.metrics.submission_sent(fields["documents"])
+            sentry.add_step_breadcrumb(
+                "submit", f"sending a submission of {fields['documents']} document(s) for profile {fields.get('profile')}",
+                profile=fields.get("profile"), documents=fields["documents"],
+            )  # fmt: skip
         elif event == "document_final":
             self.metrics.document_final(fields["state"], fields.get("seconds_since_fetch") or 0.0)
         elif event == "cycle_finished":
@@ -100,6 +104,9 @@ class Monitoring:
             self.metrics.source_error(fields["source"])
         elif event == "source_cycle":
             self.metrics.source_cycle_finished(fields["source"], fields["ok"], error=fields.get("error"))
+            sentry.add_step_breadcrumb(
+                "fetch", f"source {fields['source']} {'read' if fields['ok'] else 'failed'}", ok=fields["ok"], source=fields["source"]
+            )
         elif event == "claims_lost":
             self.metrics.claims_lost(fields["documents"])
         elif event == "myinvois_unreachable":

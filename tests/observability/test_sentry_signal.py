@@ -107,7 +107,8 @@ def test_a_plugin_failure_in_a_real_run_is_one_titled_tagged_event_and_breadcrum
         caplog.set_level(logging.INFO, logger="httpx")
         (submission,) = connector.ledger.status.find_submissions(profile="main")
         connector.clients["main"].get_submission_all(submission["submission_uid"])
-        logging.getLogger("connector_core.pipeline").info("a step of the connector's own")
+        logging.getLogger("connector_core.pipeline").info("a per-invoice line of the connector's own")
+        logging.getLogger("connector_core.pipeline").warning("a warning of the connector's own")
         sentry_sdk.capture_message("end of the run")
     assert summary.counts == {"valid": 1}
     sentry.flush_sentry(timeout=5)
@@ -128,6 +129,9 @@ def test_a_plugin_failure_in_a_real_run_is_one_titled_tagged_event_and_breadcrum
     assert {"myinvois.api", "connector.cycle", "connector_core.pipeline"} <= categories, categories
     assert categories <= {"myinvois.api", "connector.cycle"} | {c for c in categories if str(c).startswith("connector_core.")}
     assert not [c for c in crumbs if c.get("type") == "query" or "SELECT " in str(c) or "INSERT " in str(c)]
+    assert {c.get("level") for c in crumbs if c.get("category") == "connector_core.pipeline"} == {"warning"}
+    steps = {c["message"] for c in crumbs if c.get("category") == "connector.cycle"}
+    assert {"source shop read", "source backoffice failed"} <= steps, steps  # (submissions go on worker threads)
 
 
 def test_third_party_loggers_are_quiet_below_warning_unless_asked_for(restore_root_logger):
