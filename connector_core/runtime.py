@@ -354,7 +354,7 @@ class Connector:
             waiting_on = refused | set(unreachable)
             remaining = self.ledger.status.unfinished_count(exclude_profiles=waiting_on)
             if progress is not None:
-                progress(self.ledger.status.counts_by_state())
+                progress(self.ledger.status.version_counts_by_state())  # cheap: every loop
             if remaining == 0 or time.monotonic() > deadline:
                 break
             sent = self.submit_cycle(skip=waiting_on)
