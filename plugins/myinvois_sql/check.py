@@ -53,6 +53,14 @@ def _check_staging(store: StagingStore, conn: Connection) -> list[SourceCheck]:
     inspector = inspect(conn)
     if not inspector.has_table(options.header_table, schema=options.db_schema):
         if options.init_scripts:
+            unreadable = [str(script) for script in options.init_scripts if not os.access(script, os.R_OK) or not script.is_file()]
+            if unreadable:
+                return [
+                    SourceCheck.failed(
+                        f"table {options.header_table} does not exist and setting init_scripts names file(s) that cannot be "
+                        f"read: {', '.join(unreadable)}; correct the path(s)"
+                    )
+                ]
             return [SourceCheck.passed(f"table {options.header_table} does not exist yet; the first run creates it with init_scripts")]
         return [
             SourceCheck.failed(

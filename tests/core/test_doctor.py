@@ -146,6 +146,24 @@ def test_doctor_reports_a_missing_staging_table_with_the_fix(tmp_path, postgres_
         for line in lines(result, "source erp")
     ), result.stdout
 
+    # With init_scripts the first run would create it, if it can read them.
+    missing_script = tmp_path / "no-such-ddl.sql"
+    config = write_config(tmp_path, sql_source(postgres_url) + f'init_scripts = ["{missing_script}"]\n')
+    result = run_cli(config, "doctor")
+    assert result.returncode == ExitCode.SOURCE_UNAVAILABLE, result.stdout
+    assert any("[FAIL]" in line and f"cannot be read: {missing_script}" in line for line in lines(result, "source erp")), result.stdout
+    missing_script.write_text("CREATE TABLE einvoice_header (id INTEGER PRIMARY KEY);\n", encoding="utf-8")
+    result = run_cli(config, "doctor")
+    assert result.returncode == ExitCode.OK, result.stdout
+    assert any("the first run creates it with init_scripts" in line for line in lines(result, "source erp")), result.stdout
+    from sqlalchemy import inspect
+
+    engine = create_engine(postgres_url)
+    try:
+        assert not inspect(engine).has_table("einvoice_header"), "doctor ran the init_scripts"
+    finally:
+        engine.dispose()
+
 
 # --- CSV, paths, URLs, Sentry ------------------------------------------------------------------
 
