@@ -20,6 +20,7 @@ import httpx
 import pytest
 
 from connector_core.exitcodes import ExitCode
+from connector_core.observability.server import MetricsServer
 from connector_core.observability.wiring import Monitoring
 from connector_core.pipeline.sending import BatchOutcome
 from connector_core.simulator import SimulatorConfig
@@ -131,6 +132,10 @@ def test_ten_minutes_of_myinvois_down_write_no_row_and_a_few_lines_then_everythi
         assert len(incidents) == 1 and incidents[0]["subject"] == "main"
         ok, _reasons, details = monitoring.health.status()
         assert ok and any("'main'" in d and "unreachable" in d for d in details["degraded"]), details
+        with MetricsServer(monitoring.metrics, monitoring.health, port=0) as server:
+            answer = httpx.get(f"{server.url}/healthz", timeout=10)
+        # Degraded, not unhealthy: a probe must not restart a connector for LHDN's outage.
+        assert answer.status_code == 200 and answer.json()["status"] == "degraded", answer.text
 
         # MyInvois comes back: the next try after the back-off sends every invoice, once.
         sim = nowhere.come_up()
@@ -147,6 +152,8 @@ def test_ten_minutes_of_myinvois_down_write_no_row_and_a_few_lines_then_everythi
         assert len(ended) == 1 and ended[0].levelno == logging.INFO and "'main'" in ended[0].getMessage()
         assert c.ctx.availability.unreachable_for("main") is None
         assert monitoring.health.status()[2]["degraded"] == []
+        with MetricsServer(monitoring.metrics, monitoring.health, port=0) as server:
+            assert httpx.get(f"{server.url}/healthz", timeout=10).json()["status"] == "ok"
         monitoring.close()
 
 
@@ -200,7 +207,7 @@ def test_a_refused_login_is_one_error_naming_the_profile_one_incident_and_no_tig
         assert all(wrong_secret not in r.getMessage() for r in caplog.records)
         incidents = [i for i in c.ledger.journal.recent_incidents(50) if i["kind"] == "login_failed"]
         assert len(incidents) == 1 and incidents[0]["subject"] == "main" and wrong_secret not in incidents[0]["message"]
-        ok, _reasons, details = monitoring.health.status()
+        _ok, _reasons, details = monitoring.health.status()
         assert any("login of profile 'main' refused" in d for d in details["degraded"]), details
         # Nothing left this host: no submission row, the invoices wait.
         assert submission_states(c) == []
