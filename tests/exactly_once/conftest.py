@@ -53,9 +53,20 @@ def ledger_url(request, tmp_path) -> Iterator[str]:
             assert state_log.undeclared(url) == set(), "state changes not declared in the state machine"
 
 
+#: LHDN's limits per window, with the window compressed tenfold (as in tests/faults/harness.py):
+#: the connectors of these scenarios count the same window (see :func:`make_connector`), so a
+#: wait for a slot, above all Search Documents' "one every 5 s", is half a second, not five. The
+#: scenarios are about the ledger's moves; pacing itself is tested in tests/api/test_ratelimit.py.
+RATE_WINDOW_SECONDS = 6.0
+
+
 @pytest.fixture()
 def simulator() -> Iterator[Any]:
-    config = SimulatorConfig(seed=11, validation={"delay_seconds": 0.0, "per_document_seconds": 0.0})
+    config = SimulatorConfig(
+        seed=11,
+        rate_limits={"profile": "production", "window_seconds": RATE_WINDOW_SECONDS},
+        validation={"delay_seconds": 0.0, "per_document_seconds": 0.0},
+    )
     with run_in_thread(config) as running:
         yield running
 
@@ -87,7 +98,7 @@ def make_connector(
         api_base_url=sim.base_url,
         state_dir=tmp_path / f"connector-{name}",
         ledger={"url": ledger_url},
-        rate_limits={"backend": rate_backend},
+        rate_limits={"backend": rate_backend, **_window_of(sim)},
         retry={"read_timeout_s": 10, "base_delay_s": 0.05, "max_delay_s": 0.2, "read_max_attempts": 2, **(retry or {})},
         cycles={
             "first_poll_delay_seconds": 0.0,
@@ -103,6 +114,13 @@ def make_connector(
     )
     host = PluginHost(load_entry_points=False, extra_plugins=tuple({id(e): e for e in erps.values()}.values()))
     return Connector(settings, host=host, observers=observers)
+
+
+def _window_of(sim) -> dict[str, float]:
+    """The rate window of the simulator ``sim`` (none for a stand-in that is not one): the
+    connector counts the window of the MyInvois it talks to, as it does LHDN's 60 s."""
+    running = getattr(sim, "simulator", None)
+    return {"window_seconds": running.config.rate_limits.window_seconds} if running is not None else {}
 
 
 def valid_documents_at_myinvois(sim, number: str) -> list[Any]:
