@@ -4,7 +4,7 @@ Without this, every cycle beat (the daemon's poll every 2 s, ``run --once``'s lo
 MyInvois again while it was down, and each try wrote a warning and a ledger row: an outage of
 ten minutes left hundreds of each and hid its own start. Here, per profile:
 
-* **unreachable** (connection refused or timed out, a login that got no usable answer, reads
+* **unreachable** (connection refused or timed out, a login that got no usable answer, polls
   that still failed after the client's retries, or 5xx on submit twice in a row): one
   WARNING and one incident when it starts, naming the profile, the endpoint and the cause; a
   WARNING every ``retry.outage_summary_interval_s`` while it lasts ("still unreachable for N
@@ -123,14 +123,14 @@ class Availability:
         if starting:
             message = (
                 f"MyInvois cannot be reached for profile {profile!r} ({endpoint}: {cause}); nothing is lost: invoices wait, "
-                f"and sending and polling try again after {wait:.0f} s, backing off up to {self.settings.outage_max_delay_s:g} s"
+                f"and sending and polling try again after {wait:.3g} s, backing off up to {self.settings.outage_max_delay_s:g} s"
             )
             log.warning("%s", message)
             self._incident("myinvois_unreachable", message, profile)
             self._emit("myinvois_unreachable", profile=profile, endpoint=endpoint, cause=cause)
         elif summary_due:
             log.warning(
-                "MyInvois still unreachable for profile %r for %.0f min, %d attempts (last: %s: %s); next try in %.0f s",
+                "MyInvois still unreachable for profile %r for %.0f min, %d attempts (last: %s: %s); next try in %.3g s",
                 profile,
                 down_for / 60,
                 attempts,

@@ -34,7 +34,7 @@ import hashlib
 import logging
 from datetime import datetime, timedelta
 
-from connector_core.api import ApiError, DocumentStatus, DocumentSummary, NotFound, RateBackendUnavailable, RetriableError
+from connector_core.api import ApiError, DocumentStatus, DocumentSummary, NotFound, RetriableError
 from connector_core.contract import DocumentState
 from connector_core.ledger import SubmissionRecord, SubmittedDocument, utcnow
 from connector_core.pipeline.context import PipelineContext
@@ -83,13 +83,11 @@ def reconcile_profile(ctx: PipelineContext, profile: str) -> int:
             if reconcile_submission(ctx, profile, sub):
                 resolved += 1
         except RetriableError as exc:
-            if isinstance(exc, RateBackendUnavailable):
-                log.warning("submission %s stays in doubt: reconciliation failed (%s); next cycle tries again", sub.id, exc)
-                sends.still_in_doubt(sub.id, f"reconciliation failed: {exc}")
-                continue
-            # MyInvois is failing: said once per outage (Availability), the rest waits with it.
+            # Search (or the backend) is failing even after the client's retries: the others
+            # would fail the same way. One line per cycle, not one per submission. Not an
+            # outage of the profile: sending may work while Search is down.
+            log.warning("submission %s stays in doubt: reconciliation failed (%s); the next cycle tries again", sub.id, exc)
             sends.still_in_doubt(sub.id, f"reconciliation failed: {exc}")
-            ctx.availability.unreachable(profile, exc.endpoint.value if exc.endpoint else "search", str(exc))
             break
         except ApiError as exc:
             log.warning("submission %s stays in doubt: reconciliation failed (%s); next cycle tries again", sub.id, exc)

@@ -34,6 +34,9 @@ log = logging.getLogger("connector_core.pipeline.submit")
 
 #: Wire size of the largest document MyInvois accepts (300 KB, Base64-encoded).
 LARGEST_ENTRY = entry_size(4 * -(-MAX_DOCUMENT_BYTES // 3), "")
+#: Answers after which the claimed submission was withdrawn: the request never left this host,
+#: so it is not counted as sent (summary, metrics) any more than it is kept in the ledger.
+WITHDRAWN = frozenset({BatchOutcome.UNREACHABLE, BatchOutcome.AUTH_FAILED})
 #: How long a submitter waiting for the fetch beside it sleeps at most before looking again.
 FEED_WAIT_SECONDS = 1.0
 
@@ -145,10 +148,12 @@ def send_batch(
         _claims_lost(ctx, report, len(claim.lost))
     claimed_ids = set(claim.claimed)
     batch = [d for d in batch if d.id in claimed_ids]
-    report.submissions += 1
-    report.documents_sent += len(batch)
-    ctx.emit("submission_sending", profile=profile, documents=len(batch))
-    return record_submit_answer(ctx, profile, claim.submission_id, lambda: client.submit([d.entry() for d in batch]), report)
+    outcome = record_submit_answer(ctx, profile, claim.submission_id, lambda: client.submit([d.entry() for d in batch]), report)
+    if outcome not in WITHDRAWN:
+        report.submissions += 1
+        report.documents_sent += len(batch)
+        ctx.emit("submission_sending", profile=profile, documents=len(batch))
+    return outcome
 
 
 def _claims_lost(ctx: PipelineContext, report: SubmitReport, documents: int) -> None:

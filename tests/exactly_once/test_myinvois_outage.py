@@ -12,6 +12,7 @@ as the daemon's jobs would run them."""
 
 from __future__ import annotations
 
+import json
 import logging
 import socket
 from collections import Counter
@@ -20,6 +21,7 @@ import httpx
 import pytest
 
 from connector_core.exitcodes import ExitCode
+from connector_core.ledger import Ledger
 from connector_core.observability.server import MetricsServer
 from connector_core.observability.wiring import Monitoring
 from connector_core.pipeline.sending import BatchOutcome
@@ -177,6 +179,8 @@ def test_run_once_gives_up_on_a_myinvois_that_stays_unreachable(tmp_path, ledger
     # It stopped at the outage limit, not at once_timeout_seconds.
     assert summary.duration_s < 120
     assert summary.counts == {"pending": 3}
+    # Attempts that never left this host are not submissions, in the summary as in the ledger.
+    assert summary.submissions == 0
 
 
 def test_a_refused_login_is_one_error_naming_the_profile_one_incident_and_no_tight_loop(tmp_path, ledger_url, simulator, caplog):
@@ -252,3 +256,36 @@ def test_a_5xx_on_submit_stays_in_doubt_backs_off_and_goes_exactly_once_when_myi
         starts = [r for r in _lines(caplog) if "cannot be reached" in r.getMessage()]
         ends = [r for r in _lines(caplog) if "reachable again" in r.getMessage()]
         assert len(starts) == 1 and len(ends) == 1
+
+
+def test_the_cli_run_once_against_an_unreachable_myinvois_exits_5_with_one_readable_reason(tmp_path, nowhere):
+    """The whole command, as a scheduler runs it: a clear line naming the profile and what to
+    check, exit code 5, no traceback, no submission row, and the invoices kept for the next run."""
+    from tests.core.test_end_to_end import demo_config, run_cli
+
+    config = demo_config(tmp_path, api_base_url=nowhere.base_url)
+    text = config.read_text()
+    text = text.replace(
+        "[cycles]\n",
+        "[retry]\noutage_initial_delay_s = 0.1\noutage_max_delay_s = 0.2\n\n"
+        "[cycles]\nonce_outage_give_up_seconds = 1.0\npoll_interval_seconds = 0.1\n",
+    )
+    text = text.replace("[simulator]\n", "[observability]\nmetrics_port = 0\n\n[simulator]\n")
+    config.write_text(text)
+    result = run_cli("--config", str(config), "run", "--once", cwd=tmp_path, timeout=120)
+    assert result.returncode == ExitCode.MYINVOIS_UNAVAILABLE, result.stdout + result.stderr
+    assert "Traceback" not in result.stdout + result.stderr
+    assert "MyInvois could not be reached for profile 'demo'" in result.stdout
+    assert "once_outage_give_up_seconds" in result.stdout
+    # One WARNING when it started: not one per attempt.
+    assert (result.stdout + result.stderr).count("MyInvois cannot be reached for profile 'demo'") == 1
+
+    status = run_cli("--config", str(config), "status", "--json", cwd=tmp_path)
+    report = json.loads(status.stdout)
+    assert [i["kind"] for i in report["incidents"]].count("myinvois_unreachable") == 1
+    ledger = Ledger(f"sqlite:///{tmp_path / 'var' / 'demo' / 'ledger.sqlite'}")
+    try:
+        assert ledger.status.find_submissions() == []
+        assert set(ledger.status.counts_by_state()) <= {"pending", "locally_invalid"}
+    finally:
+        ledger.close()
