@@ -19,9 +19,11 @@ from collections import Counter
 
 import httpx
 import pytest
+from sqlalchemy import select
 
 from connector_core.exitcodes import ExitCode
 from connector_core.ledger import Ledger
+from connector_core.ledger.schema import documents
 from connector_core.observability.server import MetricsServer
 from connector_core.observability.wiring import Monitoring
 from connector_core.pipeline.sending import BatchOutcome
@@ -289,3 +291,28 @@ def test_the_cli_run_once_against_an_unreachable_myinvois_exits_5_with_one_reada
         assert set(ledger.status.counts_by_state()) <= {"pending", "locally_invalid"}
     finally:
         ledger.close()
+
+
+def test_a_submit_refused_at_connect_with_a_valid_token_is_withdrawn_not_recorded(tmp_path, ledger_url, nowhere, caplog):
+    """The token is still good, but the submit cannot connect: the client's own retries fail,
+    the claimed submission is withdrawn (no row), the documents are pending again with their
+    attempt not counted, and the outage names the submit endpoint."""
+    erp = MemoryErp()
+    for n in range(3):
+        erp.add(f"k{n}")
+    with _connector(tmp_path, ledger_url, nowhere, erp) as c:
+        nowhere.come_up()
+        c.clients["main"].login()
+        nowhere.stop()  # MyInvois goes away; the token stays valid in the connector
+        caplog.set_level(logging.INFO)
+        fetch(c)
+        report = submit(c)
+        assert report.outcomes == [BatchOutcome.UNREACHABLE] and report.submissions == 0
+        assert submission_states(c) == []
+        pending = c.ledger.sends.pending_documents("main", 10)
+        assert len(pending) == 3
+        with c.ledger.engine.connect() as conn:
+            assert set(conn.execute(select(documents.c.attempts)).scalars()) == {0}
+        outage = c.ctx.availability.snapshot()["unreachable"]["main"]
+        assert outage["endpoint"] == "submit" and "ConnectError" in outage["cause"]
+        assert len([r for r in _lines(caplog) if r.levelno >= logging.WARNING]) == 1
