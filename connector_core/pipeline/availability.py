@@ -164,8 +164,9 @@ class Availability:
             )
             self._emit("myinvois_reachable", profile=profile, seconds=now - outage.started, attempts=outage.attempts)
 
-    def login_refused(self, profile: str, reason: str) -> None:
-        """MyInvois refused the login of ``profile`` (credentials). ``reason`` holds no secret."""
+    def login_refused(self, profile: str, reason: str) -> bool:
+        """MyInvois refused the login of ``profile`` (credentials). ``reason`` holds no secret.
+        True when this starts a refusal (the caller's alerts go out once, too)."""
         with self._lock:
             first = profile not in self._refused
             self._refused[profile] = reason
@@ -179,6 +180,7 @@ class Availability:
             self._emit("login_refused", profile=profile, reason=reason)
         else:
             log.debug("login of profile %r still refused: %s", profile, reason)
+        return first
 
     def login_accepted(self, profile: str) -> None:
         with self._lock:

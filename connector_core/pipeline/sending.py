@@ -187,9 +187,9 @@ def record_submit_answer(
         # incident per refusal, not per batch (Availability).
         if exc.status is not None:
             availability.reached(profile)
-        availability.login_refused(profile, str(exc))
         journal.increment("login_failures")
-        ctx.emit("login_failed", profile=profile, error=exc)
+        if availability.login_refused(profile, str(exc)):
+            ctx.emit("login_failed", profile=profile, error=exc)  # Sentry: once per refusal
         return withdrawn(str(exc), BatchOutcome.AUTH_FAILED)
     except (RateLimited, RetriableError) as exc:
         if isinstance(exc, RateBackendUnavailable):

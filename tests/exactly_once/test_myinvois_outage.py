@@ -200,6 +200,8 @@ def test_a_refused_login_is_one_error_naming_the_profile_one_incident_and_no_tig
     with Connector(settings, host=c.host) as c:
         monitoring = Monitoring(settings, serve=False)
         c.ctx.observers.append(monitoring.observe)
+        events: list[str] = []
+        c.ctx.observers.append(lambda event, fields: events.append(event))
         caplog.set_level(logging.INFO)
         fetch(c)
         first = submit(c)
@@ -207,6 +209,8 @@ def test_a_refused_login_is_one_error_naming_the_profile_one_incident_and_no_tig
         assert first.outcomes == [BatchOutcome.AUTH_FAILED] and second.outcomes == [BatchOutcome.AUTH_FAILED]
         logins = httpx.get(f"{simulator.base_url}/_simulator/stats", timeout=10).json()["requests"].get("login", {})
         assert sum(logins.values()) == 1, logins
+        # Sentry hears of it once per refusal, like the log and the incidents.
+        assert events.count("login_failed") == 1 and events.count("login_refused") == 1, events
         errors = [r for r in _lines(caplog) if r.levelno >= logging.ERROR]
         assert len(errors) == 1, [r.getMessage() for r in errors]
         assert "login of profile 'main' refused" in errors[0].getMessage() and "invalid_client" in errors[0].getMessage()
