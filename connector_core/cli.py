@@ -96,8 +96,9 @@ def _secret_values(model) -> list[str]:
             out.append(value.get_secret_value())
             # A database URL's password alone can surface too (a driver's message, a URL
             # rendered by a library): mask it on its own, not only the whole URL.
-            if "://" in value.get_secret_value():
-                out.append(_password_of(value.get_secret_value()))
+            password = _password_of(value.get_secret_value()) if "://" in value.get_secret_value() else None
+            if password:
+                out.append(password)
         elif isinstance(value, BaseModel):
             out.extend(_secret_values(value))
     return out

@@ -17,7 +17,7 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Set as AbstractSet
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -327,7 +327,7 @@ class Connector:
         if self.monitoring is not None:
             self.monitoring.refresh(self.ledger)
 
-    def submit_cycle(self, *, skip: set[str] = frozenset()) -> list[SubmitReport]:
+    def submit_cycle(self, *, skip: AbstractSet[str] = frozenset()) -> list[SubmitReport]:
         """Send what is pending (documents put back after a failed send) without fetching."""
         return [submit_profile(self.ctx, p) for p in self._active_profiles() if p not in skip and not self.ctx.stop.is_set()]
 

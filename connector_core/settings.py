@@ -314,7 +314,7 @@ class ConfigError(Exception):
 
 def format_validation_error(exc: ValidationError, prefix: str = "") -> list[str]:
     """One line per problem, naming the key; never the value, which may be a secret."""
-    lines = []
+    lines: list[str] = []
     for err in exc.errors(include_input=False, include_url=False):
         loc = ".".join(str(part) for part in err["loc"]) or "(top level)"
         message = err["msg"]

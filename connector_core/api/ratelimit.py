@@ -371,7 +371,7 @@ def _redis_bucket_class() -> Any:  # a RedisBucket subclass, built when Redis is
         fail every call with NOSCRIPT until the daemon restarts.
         """
 
-        def _check_and_insert(self, item: RateItem):  # type: ignore[no-untyped-def]
+        def _check_and_insert(self, item: RateItem):
             try:
                 return super()._check_and_insert(item)
             except NoScriptError:
@@ -671,11 +671,12 @@ class RatePolicy:
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.settings = settings or RateLimitSettings()
-        if self.settings.backend is None:  # unset, outside a connector that picks a file (see the settings)
-            self.settings = self.settings.model_copy(update={"backend": "memory"})
+        # Unset outside a connector, which picks a file (see the settings): this process alone.
+        self._backend_spec: str = self.settings.backend or "memory"
+        self.settings = self.settings.model_copy(update={"backend": self._backend_spec})
         self._clock = clock
         self._sleep = sleep
-        self._backend = _open_backend(self.settings.backend, self.settings.backend_timeout_seconds)
+        self._backend = _open_backend(self._backend_spec, self.settings.backend_timeout_seconds)
         self._window_ms = max(1, int(self.settings.counting_window_seconds() * 1000))
         self._endpoints: dict[str, Endpoint] = {}
         self._buckets = _Buckets(self._backend, self._rates_for)
@@ -690,7 +691,7 @@ class RatePolicy:
     @property
     def backend_url(self) -> str:
         """The backend's URL as it may be printed (no credentials)."""
-        return _url_without_secrets(self.settings.backend)
+        return _url_without_secrets(self._backend_spec)
 
     def _rates_for(self, name: str) -> list[Rate]:
         endpoint = self._endpoints[name]
@@ -845,7 +846,7 @@ class RatePolicy:
 
     def _unavailable(self, exc: BaseException, endpoint: Endpoint | None) -> RateBackendUnavailable:
         said = f"{type(exc).__name__}: {exc}".strip()
-        for secret in _secrets_in(self.settings.backend):
+        for secret in _secrets_in(self._backend_spec):
             said = said.replace(secret, "***")
         what = f" for {endpoint.value}" if endpoint is not None else ""
         return RateBackendUnavailable(

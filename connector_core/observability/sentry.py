@@ -245,7 +245,7 @@ def init_sentry(
         sample_rate=sample_rate,
         include_local_variables=False,
         max_request_body_size="never",
-        before_send=scrub_event,
+        before_send=scrub_event,  # type: ignore[arg-type]  # sentry's Event is a TypedDict of this dict
         before_breadcrumb=keep_breadcrumb,
         traces_sample_rate=None,
         shutdown_timeout=shutdown_timeout,

@@ -363,10 +363,13 @@ def _free_archive_path(options: CsvSourceOptions, path: Path, reserved: set[Path
     return target
 
 
-def _archive(options: CsvSourceOptions, path: Path, target: Path) -> None:
-    """Move ``path`` to ``target``, the archive path its error messages already name."""
+def _archive(options: CsvSourceOptions, path: Path, target: Path | None) -> None:
+    """Move ``path`` to ``target``, the archive path its error messages already name (every
+    scanned file has one; None only if a file was never scanned, then a free name is taken)."""
     options.archive.mkdir(parents=True, exist_ok=True)
-    if target.exists():
+    if target is None:
+        target = _free_archive_path(options, path, set())
+    elif target.exists():
         # Taken since the file was read (another connector sharing the archive): keep both.
         target = _free_archive_path(options, path, set())
         log.warning("%s was meant for an archive name now taken; archived as %s instead", path.name, target)

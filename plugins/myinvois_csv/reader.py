@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from datetime import date
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from pathlib import Path
+from typing import cast
 
 from pydantic import ValidationError
 
@@ -198,7 +199,7 @@ def parse_file(path: Path, *, delimiter: str, name: str, shown: str) -> ParsedFi
         # A short row has None for its missing cells; a long one lists the extra cells under None.
         # Unnamed columns and empty extra cells (a trailing separator more or less) say nothing.
         absent = [c.strip() for c, v in raw.items() if c and c.strip() and v is None] if None in raw.values() else []
-        extra = raw.get(None) or []  # type: ignore[call-overload]
+        extra = cast(list[str], raw.get(None) or [])  # DictReader's list of a long row's extra cells
         row = {(k or "").strip(): (v or "").strip() for k, v in raw.items() if k is not None}
         if not any(row.values()) and not any(v.strip() for v in extra):
             continue  # blank line

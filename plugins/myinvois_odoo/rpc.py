@@ -49,17 +49,27 @@ def _last_line(text: str) -> str:
     return lines[-1].strip() if lines else text
 
 
-class _TimeoutTransport(xmlrpc.client.SafeTransport):
-    def __init__(self, timeout: float, secure: bool) -> None:
+class _TimeoutTransport(xmlrpc.client.Transport):
+    """xmlrpc.client's transports wait for ever by default: an ERP that stops answering would
+    hang the fetch cycle."""
+
+    def __init__(self, timeout: float) -> None:
         super().__init__()
         self._timeout = timeout
-        self._secure = secure
 
     def make_connection(self, host: Any) -> http.client.HTTPConnection:
-        if self._secure:
-            connection = super().make_connection(host)
-        else:
-            connection = xmlrpc.client.Transport.make_connection(self, host)
+        connection = super().make_connection(host)
+        connection.timeout = self._timeout
+        return connection
+
+
+class _TimeoutSafeTransport(xmlrpc.client.SafeTransport):
+    def __init__(self, timeout: float) -> None:
+        super().__init__()
+        self._timeout = timeout
+
+    def make_connection(self, host: Any) -> http.client.HTTPSConnection:
+        connection = super().make_connection(host)
         connection.timeout = self._timeout
         return connection
 
@@ -70,7 +80,7 @@ class _XmlRpc:
         self._proxies = {
             service: xmlrpc.client.ServerProxy(
                 f"{options.url}/xmlrpc/2/{service}",
-                transport=_TimeoutTransport(options.timeout_seconds, secure),
+                transport=(_TimeoutSafeTransport if secure else _TimeoutTransport)(options.timeout_seconds),
                 allow_none=True,
             )
             for service in ("common", "object")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import html
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 from connector_core.contract import DocumentOutcome, DocumentState
@@ -112,28 +112,28 @@ class OdooSource:
         ):
             related.lines.setdefault(many2one_id(line["move_id"]) or 0, []).append(line)
 
-        company_ids = {many2one_id(move.get("company_id")) for move in moves} - {None}
+        company_ids = _ids(many2one_id(move.get("company_id")) for move in moves)
         for company in self._read("res.company", company_ids, ["partner_id"]).values():
             related.company_partner[company["id"]] = many2one_id(company.get("partner_id")) or 0
-        partner_ids = {many2one_id(move.get("partner_id")) for move in moves} | set(related.company_partner.values())
+        partner_ids = _ids(many2one_id(move.get("partner_id")) for move in moves) | _ids(related.company_partner.values())
         partner_fields = PARTNER_FIELDS + [
             f.partner_tin_field, f.partner_id_value_field, f.partner_id_type_field, f.partner_sst_field,
             f.partner_ttx_field, f.partner_msic_field, f.partner_business_activity_field,
         ]
-        related.partners = self._read("res.partner", partner_ids - {None, 0}, partner_fields)
-        country_ids = {many2one_id(p.get("country_id")) for p in related.partners.values()} - {None}
+        related.partners = self._read("res.partner", partner_ids, partner_fields)
+        country_ids = _ids(many2one_id(p.get("country_id")) for p in related.partners.values())
         related.countries = self._read("res.country", country_ids, ["name", "code"])
 
         lines = [line for group in related.lines.values() for line in group]
         related.products = self._read(
-            "product.product", {many2one_id(line.get("product_id")) for line in lines} - {None}, ["display_name", f.product_classification_field]
+            "product.product", _ids(many2one_id(line.get("product_id")) for line in lines), ["display_name", f.product_classification_field]
         )
         related.taxes = self._read(
             "account.tax", {tax for line in lines for tax in line.get("tax_ids") or []}, ["name", "amount", "amount_type", f.tax_type_field]
         )
-        foreign = {many2one_id(m.get("currency_id")) for m in moves if (m.get("currency_id") or [0, "MYR"])[1] != "MYR"} - {None}
+        foreign = _ids(many2one_id(m.get("currency_id")) for m in moves if (m.get("currency_id") or [0, "MYR"])[1] != "MYR")
         related.currencies = self._read("res.currency", foreign, ["name", "rate"])
-        originals = {many2one_id(m.get("reversed_entry_id")) for m in moves} - {None}
+        originals = _ids(many2one_id(m.get("reversed_entry_id")) for m in moves)
         related.originals = self._read("account.move", originals, ["name", f.move_uuid_field])
         return related
 
@@ -247,3 +247,8 @@ def chatter_body(outcome: DocumentOutcome) -> str:
 
 
 __all__ = ["DOCUMENT_TYPES", "OdooSource"]
+
+
+def _ids(values: Iterable[int | None]) -> set[int]:
+    """Record ids to read: an unset many2one (None, or 0 where we defaulted it) is no record."""
+    return {value for value in values if value}

@@ -135,7 +135,7 @@ def _column_for(loc: Sequence[Any]) -> tuple[int | None, str]:
     if head in ("supplier", "buyer"):
         if len(loc) > 2 and loc[1] == "address":
             return None, f"{head}_{_ADDRESS_MODEL_TO_COLUMN.get(str(loc[2]), str(loc[2]))}"
-        return None, f"{head}_{_PARTY_MODEL_TO_COLUMN.get(str(loc[1]), str(loc[1]))}" if len(loc) > 1 else (None, head)
+        return (None, f"{head}_{_PARTY_MODEL_TO_COLUMN.get(str(loc[1]), str(loc[1]))}") if len(loc) > 1 else (None, head)
     if head == "lines" and len(loc) > 2 and isinstance(loc[1], int):
         if loc[2] == "taxes" and len(loc) > 4:
             return loc[1], _TAX_MODEL_TO_COLUMN.get(str(loc[4]), str(loc[4]))

@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import and_, bindparam, inspect, or_, select, text, update
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from connector_core.contract import DocumentOutcome
@@ -136,11 +136,19 @@ class _Store:
                 return
             after = headers[-1]["_key"]
 
-    def _invoice(self, header: Mapping[str, Any], lines: Mapping[Any, list[Mapping[str, Any]]]) -> Invoice | RejectedRecord:
+    def _invoice(self, header: Mapping[str, Any], lines: Mapping[Any, Sequence[Mapping[str, Any]]]) -> Invoice | RejectedRecord:
         raise NotImplementedError
 
     @property
     def where_headers(self) -> str:
+        raise NotImplementedError
+
+    def _headers(self, conn: Connection, after: Any, page_size: int) -> list[dict[str, Any]]:
+        """One page of pending invoice headers after the key ``after``, in key order."""
+        raise NotImplementedError
+
+    def _lines(self, conn: Connection, headers: list[dict[str, Any]]) -> dict[Any, list[dict[str, Any]]]:
+        """The lines of these headers, by invoice key."""
         raise NotImplementedError
 
 
