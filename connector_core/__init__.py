@@ -12,4 +12,4 @@ __version__ = "0.1.0"
 #: Decorate a function in your plugin module with this to implement a hook.
 hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
 
-__all__ = ["hookimpl", "__version__"]
+__all__ = ["__version__", "hookimpl"]

@@ -46,7 +46,10 @@ class _Env:
         obs = settings.observability
         # Libraries (filelock, httpx, sqlalchemy...) log only warnings, unless debug_loggers names them.
         configure_logging(
-            self.log_level or obs.log_level, self.log_format or obs.log_format, stream=sys.stderr, debug_loggers=obs.debug_loggers
+            self.log_level or obs.log_level,
+            self.log_format or obs.log_format,
+            stream=sys.stderr,
+            debug_loggers=obs.debug_loggers,
         )
         # "maximum number of running instances reached" is max_instances=1 doing its job when a
         # cycle outlasts its interval; job errors reach our own listener, not this logger.
@@ -82,7 +85,7 @@ def _password_of(url: str) -> str | None:
 
     try:
         return make_url(url).password
-    except Exception:  # noqa: BLE001 - a malformed URL is reported elsewhere
+    except Exception:
         return None
 
 
@@ -122,7 +125,11 @@ def _fail_config(exc) -> None:
     envvar="MYINVOIS_CONFIG",
     help="TOML configuration file (or $MYINVOIS_CONFIG).",
 )
-@click.option("--log-level", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False), help="Overrides observability.log_level.")
+@click.option(
+    "--log-level",
+    type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
+    help="Overrides observability.log_level.",
+)
 @click.option("--log-format", type=click.Choice(["auto", "text", "json"]), help="Overrides observability.log_format.")
 @click.pass_context
 def main(ctx: click.Context, config: Path | None, log_level: str | None, log_format: str | None) -> None:
@@ -131,7 +138,9 @@ def main(ctx: click.Context, config: Path | None, log_level: str | None, log_for
 
 
 @main.command()
-@click.option("--once", is_flag=True, help="Run cycles until every fetched document is final, print a summary and exit.")
+@click.option(
+    "--once", is_flag=True, help="Run cycles until every fetched document is final, print a summary and exit."
+)
 @click.option("--json", "as_json", is_flag=True, help="With --once: print the summary as JSON.")
 @click.pass_obj
 def run(env: _Env, once: bool, as_json: bool) -> None:
@@ -253,8 +262,9 @@ def _print_summary(summary) -> None:
 @click.pass_obj
 def status(env: _Env, as_json: bool, error_count: int, by_version: bool) -> None:
     """Invoices by state, API counters (429s, logins) and the errors to correct, from the ledger."""
-    from connector_core.ledger import Ledger, NoLedgerYet
     from sqlalchemy.exc import SQLAlchemyError
+
+    from connector_core.ledger import Ledger, NoLedgerYet
 
     settings = env.settings()
     try:
@@ -318,7 +328,9 @@ def status(env: _Env, as_json: bool, error_count: int, by_version: bool) -> None
         if name.startswith("rate_limited_429."):
             click.echo(f"  429 on {name.split('.', 1)[1]}: {value}")
     summarised = {"logins", "rate_limited_429", "submissions_in_doubt", "plugin_errors"}
-    others = {k: v for k, v in sorted(counters.items()) if k not in summarised and not k.startswith("rate_limited_429.")}
+    others = {
+        k: v for k, v in sorted(counters.items()) if k not in summarised and not k.startswith("rate_limited_429.")
+    }
     if others:
         click.echo("Other counters: " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in others.items()))
     if data["escalated_submissions"]:
@@ -343,7 +355,9 @@ def status(env: _Env, as_json: bool, error_count: int, by_version: bool) -> None
     if data["incidents"]:
         click.echo("Latest incidents:")
         for inc in data["incidents"]:
-            click.echo(f"  {inc['at']} {inc['kind']}{' [' + inc['subject'] + ']' if inc['subject'] else ''}: {inc['message']}")
+            click.echo(
+                f"  {inc['at']} {inc['kind']}{' [' + inc['subject'] + ']' if inc['subject'] else ''}: {inc['message']}"
+            )
 
 
 def _describe_url(url: str) -> str:

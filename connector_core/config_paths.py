@@ -65,7 +65,7 @@ def resolve_sqlite_url(url: str) -> str:
     prefix, _, rest = url.partition(":///")
     if not rest or prefix.split("+", 1)[0] != "sqlite" or rest.startswith(("/", ":memory:")):
         return url
-    database, query = (rest.split("?", 1) + [""])[:2]
+    database, query = ([*rest.split("?", 1), ""])[:2]
     resolved = resolve_path(database)
     return f"{prefix}:///{resolved}" + (f"?{query}" if query else "")
 

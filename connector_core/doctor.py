@@ -77,7 +77,9 @@ def _check_raw(config: Path, reported: list[str]):
         if not isinstance(source, dict):
             continue
         profile = source.get("profile")
-        message = f"sources.{name}.profile: no profile named {profile!r} (profiles: {', '.join(sorted(profiles)) or 'none'})"
+        message = (
+            f"sources.{name}.profile: no profile named {profile!r} (profiles: {', '.join(sorted(profiles)) or 'none'})"
+        )
         if profile not in profiles and message not in reported:
             yield Finding("configuration", FAIL, message)
         kind = source.get("kind")
@@ -104,7 +106,11 @@ def _check_plugins(settings):
         yield Finding("plugins", FAIL, str(exc))
         return {}, None
     for name, error in host.failed_plugins.items():
-        yield Finding("plugins", FAIL, f"plugin {name!r} failed to start: {error}; reinstall or update it, or exclude it with MYINVOIS_PLUGINS")
+        yield Finding(
+            "plugins",
+            FAIL,
+            f"plugin {name!r} failed to start: {error}; reinstall or update it, or exclude it with MYINVOIS_PLUGINS",
+        )
     yield Finding("plugins", OK, f"source kinds available: {', '.join(sorted(host.kinds)) or 'none'}")
     sources, problems = build_sources(settings, host)
     for problem in problems:
@@ -128,7 +134,7 @@ def _register_secrets(settings) -> None:
             if "://" in value.get_secret_value():
                 try:
                     register_secret(make_url(value.get_secret_value()).password)
-                except Exception:  # noqa: BLE001 - not a database URL: the whole value is registered
+                except Exception:
                     pass
         elif isinstance(value, BaseModel):
             for name in type(value).model_fields:
@@ -157,7 +163,11 @@ def _check_sources(host, sources):
             yield Finding(check, FAIL, message, ExitCode.SOURCE_UNAVAILABLE)
             continue
         if results is None:
-            yield Finding(check, WARN, f"plugin of kind {source.kind!r} offers no check_source; the first run shows whether it works")
+            yield Finding(
+                check,
+                WARN,
+                f"plugin of kind {source.kind!r} offers no check_source; the first run shows whether it works",
+            )
             continue
         for result in results:
             status = {"ok": OK, "fail": FAIL}.get(result.status, WARN)
@@ -180,7 +190,9 @@ def _check_urls(settings):
         if good:
             yield Finding("urls", OK, f"{key}: {url}")
         else:
-            yield Finding("urls", FAIL, f"{key}: {url!r} is not an http(s) URL with a host; set it like https://api.example.com")
+            yield Finding(
+                "urls", FAIL, f"{key}: {url!r} is not an http(s) URL with a host; set it like https://api.example.com"
+            )
 
 
 def _writable_place(key: str, path: Path, what: str) -> Finding:
@@ -188,20 +200,30 @@ def _writable_place(key: str, path: Path, what: str) -> Finding:
     if path.exists():
         if path.is_dir() and os.access(path, os.W_OK | os.X_OK):
             return Finding("paths", OK, f"{key}: {path} is a writable folder")
-        return Finding("paths", FAIL, f"{key}: {path} is not a folder this user can write to ({what}); fix the path or its permissions")
+        return Finding(
+            "paths",
+            FAIL,
+            f"{key}: {path} is not a folder this user can write to ({what}); fix the path or its permissions",
+        )
     parent = next((p for p in path.parents if p.exists()), Path("."))
     if parent.is_dir() and os.access(parent, os.W_OK | os.X_OK):
         return Finding("paths", OK, f"{key}: {path} does not exist yet; the first run creates it")
-    return Finding("paths", FAIL, f"{key}: {path} does not exist and {parent} is not writable, so it cannot be created ({what})")
+    return Finding(
+        "paths", FAIL, f"{key}: {path} does not exist and {parent} is not writable, so it cannot be created ({what})"
+    )
 
 
 def _check_paths(settings):
     from sqlalchemy.engine import make_url
 
-    yield _writable_place("state_dir", Path(settings.state_dir), "the ledger, token cache and rate-limit state live there")
+    yield _writable_place(
+        "state_dir", Path(settings.state_dir), "the ledger, token cache and rate-limit state live there"
+    )
     token_cache = Path(settings.token_cache_path())
     if token_cache.exists() and not os.access(token_cache, os.R_OK | os.W_OK):
-        yield Finding("paths", FAIL, f"token_cache: {token_cache} cannot be read and written by this user; fix its permissions")
+        yield Finding(
+            "paths", FAIL, f"token_cache: {token_cache} cannot be read and written by this user; fix its permissions"
+        )
     elif token_cache.parent != Path(settings.state_dir):
         yield _writable_place("token_cache", token_cache.parent, "the token cache file goes there")
     url = make_url(settings.ledger_url())
@@ -209,7 +231,9 @@ def _check_paths(settings):
         ledger_file = Path(url.database)
         if ledger_file.exists():
             if not os.access(ledger_file, os.R_OK | os.W_OK):
-                yield Finding("paths", FAIL, f"ledger.url: the SQLite file {ledger_file} cannot be read and written by this user")
+                yield Finding(
+                    "paths", FAIL, f"ledger.url: the SQLite file {ledger_file} cannot be read and written by this user"
+                )
         elif ledger_file.parent != Path(settings.state_dir):
             yield _writable_place("ledger.url", ledger_file.parent, "the SQLite ledger goes there")
 
@@ -244,16 +268,26 @@ def _check_ledger(settings):
             current = migrate.current_revision(engine)
         finally:
             engine.dispose()
-    except Exception as exc:  # noqa: BLE001 - any driver error is the finding
-        yield Finding("ledger", FAIL, f"cannot open {shown}: {type(exc).__name__}: {str(exc).splitlines()[0]}; check ledger.url and that the database server runs")
+    except Exception as exc:
+        yield Finding(
+            "ledger",
+            FAIL,
+            f"cannot open {shown}: {type(exc).__name__}: {str(exc).splitlines()[0]}; check ledger.url and that the database server runs",
+        )
         return
     head = migrate.head_revision()
     if current == head:
         yield Finding("ledger", OK, f"{shown} at schema revision {current}")
     elif current is None:
-        yield Finding("ledger", WARN, f"{shown} has no connector schema yet; the first run creates it (revision {head})")
+        yield Finding(
+            "ledger", WARN, f"{shown} has no connector schema yet; the first run creates it (revision {head})"
+        )
     else:
-        yield Finding("ledger", WARN, f"{shown} at schema revision {current}; the next run upgrades it to {head} (back it up first)")
+        yield Finding(
+            "ledger",
+            WARN,
+            f"{shown} at schema revision {current}; the next run upgrades it to {head} (back it up first)",
+        )
 
 
 def _check_api(settings, *, login: bool, sources):
@@ -268,7 +302,9 @@ def _check_api(settings, *, login: bool, sources):
 
         simulator = run_in_thread(SimulatorConfig(**settings.simulator))
         api_url = identity_url = simulator.base_url
-        yield Finding("api", OK, f"environment 'simulator': started the in-process simulator at {api_url} for this check")
+        yield Finding(
+            "api", OK, f"environment 'simulator': started the in-process simulator at {api_url} for this check"
+        )
     try:
         try:
             with httpx.Client(timeout=settings.retry.timeout(), verify=settings.verify_tls) as http:
@@ -287,7 +323,9 @@ def _check_api(settings, *, login: bool, sources):
         rate_policy = RatePolicy(settings.rate_limits)
         try:
             for name, profile in settings.profiles.items():
-                credentials = Credentials(client_id=profile.client_id, client_secret=profile.client_secret, on_behalf_of=profile.on_behalf_of)
+                credentials = Credentials(
+                    client_id=profile.client_id, client_secret=profile.client_secret, on_behalf_of=profile.on_behalf_of
+                )
                 client = MyInvoisClient(
                     api_url,
                     identity_url,
@@ -299,7 +337,9 @@ def _check_api(settings, *, login: bool, sources):
                 try:
                     client.login()
                     who = f" on behalf of {profile.on_behalf_of}" if profile.on_behalf_of else ""
-                    yield Finding("credentials", OK, f"profile {name}: MyInvois accepted client id {profile.client_id}{who}")
+                    yield Finding(
+                        "credentials", OK, f"profile {name}: MyInvois accepted client id {profile.client_id}{who}"
+                    )
                 except RateBackendUnavailable as exc:
                     # Nothing reached MyInvois: the credentials are untested, the limiter is the problem.
                     yield Finding("rate limits", FAIL, f"profile {name}: login not attempted: {exc}")

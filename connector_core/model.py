@@ -86,7 +86,9 @@ class TaxLine(_Model):
 class InvoiceLine(_Model):
     line_id: str
     description: str
-    classification_codes: list[str] = Field(min_length=1, description="3-digit codes from codes/ClassificationCodes.json.")
+    classification_codes: list[str] = Field(
+        min_length=1, description="3-digit codes from codes/ClassificationCodes.json."
+    )
     quantity: Decimal = Decimal("1")
     unit_code: str | None = Field(default=None, description="UN/ECE Rec 20 unit code (codes/UnitTypes.json).")
     unit_price: Decimal
@@ -131,10 +133,13 @@ class Invoice(_Model):
     number: str = Field(description="E-invoice code/number, at most 50 characters.")
     document_type: DocumentType = DocumentType.INVOICE
     issue_date: date | None = Field(
-        default=None, description="The ERP's invoice date. MyInvois needs the issue time to be 'now', so the builder stamps that."
+        default=None,
+        description="The ERP's invoice date. MyInvois needs the issue time to be 'now', so the builder stamps that.",
     )
     currency: str = "MYR"
-    exchange_rate: Decimal | None = Field(default=None, description="MYR per unit of currency; mandatory when currency is not MYR.")
+    exchange_rate: Decimal | None = Field(
+        default=None, description="MYR per unit of currency; mandatory when currency is not MYR."
+    )
     supplier: Party
     buyer: Party
     lines: list[InvoiceLine] = Field(min_length=1)
@@ -191,4 +196,6 @@ class RejectedRecord(_Model):
     source_key: str = Field(description="The ERP's id for the record, or a locator like 'inbox/a.csv#row=7'.")
     number: str | None = Field(default=None, description="The invoice number, where it could be read.")
     location: str = Field(description="Where the bad data is: file and row, table and key, model and record id.")
-    errors: list[str] = Field(min_length=1, description="Each problem in words a clerk can act on, naming the field and the fix.")
+    errors: list[str] = Field(
+        min_length=1, description="Each problem in words a clerk can act on, naming the field and the fix."
+    )

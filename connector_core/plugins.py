@@ -82,8 +82,13 @@ class PluginHost:
                 continue
             try:
                 plugin = ep.load()
-            except Exception as exc:  # noqa: BLE001 - a broken plugin must not stop the others
-                log.error("plugin %r could not be imported (%s: %s); its source kinds are unavailable", ep.name, type(exc).__name__, exc)
+            except Exception as exc:
+                log.error(
+                    "plugin %r could not be imported (%s: %s); its source kinds are unavailable",
+                    ep.name,
+                    type(exc).__name__,
+                    exc,
+                )
                 continue
             self.pm.register(plugin, name=ep.name)
 
@@ -91,21 +96,25 @@ class PluginHost:
         for impl in self.pm.hook.register_source_kinds.get_hookimpls():
             plugin_name = self.pm.get_name(impl.plugin) or repr(impl.plugin)
 
-            def register(kind: str, options_model: type[BaseModel], description: str = "", _plugin: str = plugin_name) -> None:
+            def register(
+                kind: str, options_model: type[BaseModel], description: str = "", _plugin: str = plugin_name
+            ) -> None:
                 if kind in self.kinds:
                     raise PluginError(
                         f"source kind {kind!r} is registered by both {self.kinds[kind].plugin!r} and {_plugin!r}; "
                         f"uninstall one, or restrict plugins with MYINVOIS_PLUGINS"
                     )
                 if not (isinstance(options_model, type) and issubclass(options_model, BaseModel)):
-                    raise PluginError(f"plugin {_plugin!r} registered kind {kind!r} with options that are not a pydantic model")
+                    raise PluginError(
+                        f"plugin {_plugin!r} registered kind {kind!r} with options that are not a pydantic model"
+                    )
                 self.kinds[kind] = SourceKind(kind, _plugin, options_model, description)
 
             try:
                 impl.function(register=register)
             except PluginError:
                 raise
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 self.failed_plugins[plugin_name] = f"{type(exc).__name__}: {exc}"
                 log.error("plugin %r failed in register_source_kinds: %s", plugin_name, exc)
 
@@ -155,7 +164,7 @@ class PluginHost:
                     yield item
         except HookFailed:
             raise
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             raise HookFailed(plugin, "fetch_pending_invoices", source.name, exc) from exc
 
     def on_invoices_recorded(self, source: Source, source_keys: list[str]) -> None:
@@ -178,14 +187,14 @@ class PluginHost:
                         raise TypeError(f"check_source must return SourceCheck objects, got {type(item).__name__}")
                     checks.append(item)
             return checks
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             raise HookFailed(plugin, "check_source", source.name, exc) from exc
 
     def _call_owner(self, hook_name: str, source: Source, **kwargs: Any) -> None:
         plugin, caller = self._owner_caller(hook_name, source)
         try:
             caller(source=source, **kwargs)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             raise HookFailed(plugin, hook_name, source.name, exc) from exc
 
 
@@ -197,6 +206,5 @@ def _distribution_of(plugin: object) -> str | None:
 
         dists = packages_distributions().get(top)
         return dists[0] if dists else None
-    except Exception:  # noqa: BLE001 - only informative
+    except Exception:
         return None
-

@@ -17,7 +17,8 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Callable, Set as AbstractSet
+from collections.abc import Callable
+from collections.abc import Set as AbstractSet
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,10 +28,11 @@ import httpx
 from pydantic import ValidationError
 
 from connector_core.api import ApiCall, Credentials, MyInvoisClient, RatePolicy, TokenCache
+from connector_core.config_paths import resolve_model_paths, resolving_against
 from connector_core.contract import Source
 from connector_core.exitcodes import ExitCode, most_severe
-from connector_core.ledger import Ledger
-from connector_core.ledger import utcnow
+from connector_core.ledger import Ledger, utcnow
+from connector_core.observability.wiring import FETCH_CYCLE, POLL_CYCLE, Monitoring
 from connector_core.pipeline.context import PipelineContext
 from connector_core.pipeline.fetch import FetchFeed, FetchReport, fetch_source
 from connector_core.pipeline.poll import poll_profile
@@ -38,8 +40,6 @@ from connector_core.pipeline.reconcile import abandoned_before
 from connector_core.pipeline.report import report_source
 from connector_core.pipeline.submit import SubmitReport, submit_profile
 from connector_core.plugins import PluginHost
-from connector_core.observability.wiring import FETCH_CYCLE, POLL_CYCLE, Monitoring
-from connector_core.config_paths import resolve_model_paths, resolving_against
 from connector_core.settings import ConfigError, Settings, format_validation_error
 
 log = logging.getLogger("connector_core.runtime")
@@ -118,11 +118,17 @@ def build_sources(settings: Settings, host: PluginHost) -> tuple[dict[str, Sourc
         except ValidationError as exc:
             problems.extend(format_validation_error(exc, prefix=f"sources.{name}.options."))
             continue
-        sources[name] = Source(name=name, kind=cfg.kind, profile=cfg.profile, options=options, state_dir=settings.state_dir)
+        sources[name] = Source(
+            name=name, kind=cfg.kind, profile=cfg.profile, options=options, state_dir=settings.state_dir
+        )
     if not settings.profiles:
-        problems.append("profiles: no taxpayer profile is configured; add a [profiles.NAME] table with tin, client_id and client_secret")
+        problems.append(
+            "profiles: no taxpayer profile is configured; add a [profiles.NAME] table with tin, client_id and client_secret"
+        )
     if not settings.sources:
-        problems.append("sources: no ERP source is configured; add a [sources.NAME] table with kind, profile and options")
+        problems.append(
+            "sources: no ERP source is configured; add a [sources.NAME] table with kind, profile and options"
+        )
     return sources, problems
 
 
@@ -219,7 +225,9 @@ class Connector:
             name: MyInvoisClient(
                 api_url,
                 identity_url,
-                Credentials(client_id=profile.client_id, client_secret=profile.client_secret, on_behalf_of=profile.on_behalf_of),
+                Credentials(
+                    client_id=profile.client_id, client_secret=profile.client_secret, on_behalf_of=profile.on_behalf_of
+                ),
                 http=self._http,
                 rate_policy=self.rate_policy,
                 retry_settings=settings.retry,
@@ -240,7 +248,9 @@ class Connector:
             raise
         recovered = self.ledger.sends.recover_after_crash(abandoned_before=abandoned_before(settings))
         if recovered:
-            log.warning("%d submission(s) were being sent when the connector last stopped; they will be reconciled", recovered)
+            log.warning(
+                "%d submission(s) were being sent when the connector last stopped; they will be reconciled", recovered
+            )
         self.ctx = PipelineContext(
             settings=settings,
             ledger=self.ledger,
@@ -274,7 +284,9 @@ class Connector:
 
         profiles = self._active_profiles()
         return sentry_scope(
-            cycle=cycle, environment=self.settings.environment.value, profile=profiles[0] if len(profiles) == 1 else None
+            cycle=cycle,
+            environment=self.settings.environment.value,
+            profile=profiles[0] if len(profiles) == 1 else None,
         )
 
     def _fetch_and_submit(self) -> CycleReport:
@@ -329,7 +341,9 @@ class Connector:
 
     def submit_cycle(self, *, skip: AbstractSet[str] = frozenset()) -> list[SubmitReport]:
         """Send what is pending (documents put back after a failed send) without fetching."""
-        return [submit_profile(self.ctx, p) for p in self._active_profiles() if p not in skip and not self.ctx.stop.is_set()]
+        return [
+            submit_profile(self.ctx, p) for p in self._active_profiles() if p not in skip and not self.ctx.stop.is_set()
+        ]
 
     def run_once(self, progress: Callable[[dict[str, int]], None] | None = None) -> RunSummary:
         """Fetch once, then submit, poll and report until every document is final and written

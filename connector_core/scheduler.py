@@ -27,7 +27,9 @@ FETCH_JOB = "fetch_submit"  # the same names as the cycles in metrics and /healt
 POLL_JOB = "poll"
 
 
-def build_scheduler(connector: Connector, on_job_error: Callable[[str, BaseException], None] | None = None) -> BackgroundScheduler:
+def build_scheduler(
+    connector: Connector, on_job_error: Callable[[str, BaseException], None] | None = None
+) -> BackgroundScheduler:
     cycles = connector.settings.cycles
     scheduler = BackgroundScheduler(timezone="UTC", job_defaults={"max_instances": 1, "coalesce": True})
     from datetime import UTC, datetime
@@ -53,7 +55,9 @@ def build_scheduler(connector: Connector, on_job_error: Callable[[str, BaseExcep
     def listener(event: JobExecutionEvent) -> None:
         if event.exception is not None:
             log.error("cycle %s failed: %s: %s", event.job_id, type(event.exception).__name__, event.exception)
-            connector.ledger.journal.add_incident("cycle_error", f"{type(event.exception).__name__}: {event.exception}", subject=event.job_id)
+            connector.ledger.journal.add_incident(
+                "cycle_error", f"{type(event.exception).__name__}: {event.exception}", subject=event.job_id
+            )
             if on_job_error is not None:
                 on_job_error(event.job_id, event.exception)
 

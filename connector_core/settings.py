@@ -59,7 +59,9 @@ class ProfileSettings(_Section):
     """One taxpayer the daemon submits for."""
 
     tin: str = Field(description="The taxpayer's TIN: the supplier TIN (issuer TIN for self-billed) of its documents.")
-    client_id: str = Field(description="ERP client id from the MyInvois portal (the intermediary's own when on_behalf_of is set).")
+    client_id: str = Field(
+        description="ERP client id from the MyInvois portal (the intermediary's own when on_behalf_of is set)."
+    )
     client_secret: Secret = Field(description="Client secret; use '$env:NAME' or '$file:PATH' rather than the value.")
     on_behalf_of: str | None = Field(
         default=None,
@@ -70,7 +72,9 @@ class ProfileSettings(_Section):
     @classmethod
     def _no_placeholder_id(cls, value: str) -> str:
         if is_placeholder(value):
-            raise ValueError("is empty or a placeholder; set the client id shown in the MyInvois portal ('View and Register ERP')")
+            raise ValueError(
+                "is empty or a placeholder; set the client id shown in the MyInvois portal ('View and Register ERP')"
+            )
         return value
 
     @field_validator("client_secret")
@@ -86,8 +90,12 @@ class SourceSettings(_Section):
 
     kind: str = Field(description="Source kind provided by a plugin: csv, sql, odoo, or a third-party kind.")
     profile: str = Field(description="Name of the [profiles.NAME] table whose credentials submit these invoices.")
-    enabled: bool = Field(default=True, description="Set to false to stop reading this source without deleting its table.")
-    options: dict[str, Any] = Field(default_factory=dict, description="The plugin's own options; see the plugin's page.")
+    enabled: bool = Field(
+        default=True, description="Set to false to stop reading this source without deleting its table."
+    )
+    options: dict[str, Any] = Field(
+        default_factory=dict, description="The plugin's own options; see the plugin's page."
+    )
 
 
 class LedgerSettings(_Section):
@@ -111,36 +119,64 @@ class LedgerSettings(_Section):
 
 class CycleSettings(_Section):
     fetch_interval_seconds: float = Field(default=60.0, gt=0, description="How often the fetch-and-submit cycle runs.")
-    poll_interval_seconds: float = Field(default=2.0, gt=0, description="How often the poll cycle wakes to poll submissions that are due.")
-    fetch_limit: int = Field(
-        default=20000, ge=1, description="Most invoices taken from one source per cycle (above the 10,000 a minute LHDN allows)."
+    poll_interval_seconds: float = Field(
+        default=2.0, gt=0, description="How often the poll cycle wakes to poll submissions that are due."
     )
-    first_poll_delay_seconds: float = Field(default=3.0, ge=0, description="Wait before the first Get Submission of a submission...")
+    fetch_limit: int = Field(
+        default=20000,
+        ge=1,
+        description="Most invoices taken from one source per cycle (above the 10,000 a minute LHDN allows).",
+    )
+    first_poll_delay_seconds: float = Field(
+        default=3.0, ge=0, description="Wait before the first Get Submission of a submission..."
+    )
     first_poll_delay_per_document_seconds: float = Field(
         # 3 s + 10 ms per document: about when a 100-document submission has been validated
         # (we take LHDN to need about 2 s + 10 ms per document), inside LHDN's 3-5 s polling advice.
-        default=0.01, ge=0, description="...plus this much per document in it (validation time grows with size)."
+        default=0.01,
+        ge=0,
+        description="...plus this much per document in it (validation time grows with size).",
     )
-    poll_min_interval_seconds: float = Field(default=3.0, ge=0, description="Never poll one submission more often (LHDN: 3-5 s).")
-    poll_max_interval_seconds: float = Field(default=5.0, ge=0, description="Back-off ceiling while validation is young.")
-    poll_backoff_factor: float = Field(default=1.25, ge=1.0, description="Each poll of an unfinished submission waits this much longer.")
-    slow_poll_after_seconds: float = Field(default=300.0, ge=0, description="A submission unfinished after this long...")
+    poll_min_interval_seconds: float = Field(
+        default=3.0, ge=0, description="Never poll one submission more often (LHDN: 3-5 s)."
+    )
+    poll_max_interval_seconds: float = Field(
+        default=5.0, ge=0, description="Back-off ceiling while validation is young."
+    )
+    poll_backoff_factor: float = Field(
+        default=1.25, ge=1.0, description="Each poll of an unfinished submission waits this much longer."
+    )
+    slow_poll_after_seconds: float = Field(
+        default=300.0, ge=0, description="A submission unfinished after this long..."
+    )
     slow_poll_interval_seconds: float = Field(default=60.0, ge=0, description="...is polled only this often.")
     reconcile_after_seconds: float = Field(
-        default=15.0, ge=0, description="Wait this long after an in-doubt submit before searching for it (a slow server may still be storing it)."
+        default=15.0,
+        ge=0,
+        description="Wait this long after an in-doubt submit before searching for it (a slow server may still be storing it).",
     )
     reconcile_max_attempts: int = Field(
-        default=12, ge=1, description="An in-doubt submission still unresolved after this many reconciliations is escalated to an operator."
+        default=12,
+        ge=1,
+        description="An in-doubt submission still unresolved after this many reconciliations is escalated to an operator.",
     )
     reconcile_give_up_after_hours: float = Field(
         # Well inside the 72 h after which MyInvois refuses the stored bytes anyway (their issue
         # time is too old), so an escalated submission is never left for the window to decide.
-        default=6.0, gt=0, lt=72, description="...or when its first send is older than this: no more Search calls are spent on it."
+        default=6.0,
+        gt=0,
+        lt=72,
+        description="...or when its first send is older than this: no more Search calls are spent on it.",
     )
     rebuild_after_hours: float = Field(
-        default=48.0, gt=0, lt=72, description="A built but never-sent document older than this is rebuilt with a fresh issue time (MyInvois refuses 72 h)."
+        default=48.0,
+        gt=0,
+        lt=72,
+        description="A built but never-sent document older than this is rebuilt with a fresh issue time (MyInvois refuses 72 h).",
     )
-    once_timeout_seconds: float = Field(default=3600.0, gt=0, description="'run --once' gives up after this long with a non-zero exit.")
+    once_timeout_seconds: float = Field(
+        default=3600.0, gt=0, description="'run --once' gives up after this long with a non-zero exit."
+    )
     once_outage_give_up_seconds: float = Field(
         default=300.0,
         gt=0,
@@ -150,9 +186,18 @@ class CycleSettings(_Section):
 
 
 class SubmissionSettings(_Section):
-    max_documents: int = Field(default=100, ge=1, le=100, description="Documents per submission (MyInvois: at most 100).")
-    max_bytes: int = Field(default=5 * 1024 * 1024, ge=1024, le=5 * 1024 * 1024, description="Request size per submission (MyInvois: 5 MB).")
-    concurrency: int = Field(default=4, ge=1, le=32, description="Submissions in flight at once; the rate policy still caps the rate.")
+    max_documents: int = Field(
+        default=100, ge=1, le=100, description="Documents per submission (MyInvois: at most 100)."
+    )
+    max_bytes: int = Field(
+        default=5 * 1024 * 1024,
+        ge=1024,
+        le=5 * 1024 * 1024,
+        description="Request size per submission (MyInvois: 5 MB).",
+    )
+    concurrency: int = Field(
+        default=4, ge=1, le=32, description="Submissions in flight at once; the rate policy still caps the rate."
+    )
     poll_concurrency: int = Field(default=4, ge=1, le=32, description="Get Submission calls in flight at once.")
     abandoned_after_seconds: float = Field(
         # Far above any real send: a rate-limit wait (one window), a Retry-After and the HTTP timeout.
@@ -175,8 +220,12 @@ class Settings(BaseSettings):
     identity_base_url: str | None = Field(default=None, description="Override the identity (login) base URL.")
     portal_base_url: str | None = Field(default=None, description="Override the portal URL used in validation links.")
     verify_tls: bool = Field(default=True, description="Verify TLS certificates. Cannot be turned off for production.")
-    state_dir: Path = Field(default=Path("var"), description="Where the SQLite ledger, token cache and rate-limit state live.")
-    token_cache: Path | None = Field(default=None, description="Token cache file (0600). Default: state_dir/token-cache.json.")
+    state_dir: Path = Field(
+        default=Path("var"), description="Where the SQLite ledger, token cache and rate-limit state live."
+    )
+    token_cache: Path | None = Field(
+        default=None, description="Token cache file (0600). Default: state_dir/token-cache.json."
+    )
     ledger: LedgerSettings = Field(default_factory=LedgerSettings)
     profiles: dict[str, ProfileSettings] = Field(default_factory=dict)
     sources: dict[str, SourceSettings] = Field(default_factory=dict)
@@ -223,7 +272,9 @@ class Settings(BaseSettings):
     def _check_references(self) -> Settings:
         problems = []
         if self.environment is Environment.PRODUCTION and not self.verify_tls:
-            problems.append("verify_tls: cannot be false in the production environment; install the CA certificate instead")
+            problems.append(
+                "verify_tls: cannot be false in the production environment; install the CA certificate instead"
+            )
         for name, source in self.sources.items():
             if source.profile not in self.profiles:
                 known = ", ".join(sorted(self.profiles)) or "none"
@@ -309,7 +360,9 @@ class ConfigError(Exception):
         self.problems = problems
         self.path = path
         where = f" in {path}" if path else ""
-        super().__init__(f"{len(problems)} configuration problem(s){where}:\n" + "\n".join(f"  - {p}" for p in problems))
+        super().__init__(
+            f"{len(problems)} configuration problem(s){where}:\n" + "\n".join(f"  - {p}" for p in problems)
+        )
 
 
 def format_validation_error(exc: ValidationError, prefix: str = "") -> list[str]:

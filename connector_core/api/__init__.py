@@ -42,6 +42,9 @@ from .retry import RetrySettings
 from .token import CachedToken, Credentials, TokenCache, TokenKey, TokenProvider
 
 __all__ = [
+    "PRODUCTION_LIMITS",
+    "ROUTES",
+    "SANDBOX_LIMITS",
     "AcceptedDocument",
     "ApiCall",
     "ApiError",
@@ -58,8 +61,6 @@ __all__ = [
     "Listener",
     "MyInvoisClient",
     "NotFound",
-    "PRODUCTION_LIMITS",
-    "ROUTES",
     "RateBackendUnavailable",
     "RateLimitSettings",
     "RateLimited",
@@ -69,7 +70,6 @@ __all__ = [
     "RequestRefused",
     "RetriableError",
     "RetrySettings",
-    "SANDBOX_LIMITS",
     "SearchPage",
     "StateChange",
     "Submission",

@@ -33,7 +33,7 @@ import json
 import logging
 import time
 from collections.abc import Callable, Iterable, Iterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
 
@@ -85,8 +85,8 @@ _NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.
 
 def _utc(value: datetime) -> str:
     if value.tzinfo is None:
-        value = value.replace(tzinfo=timezone.utc)
-    return value.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        value = value.replace(tzinfo=UTC)
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 class MyInvoisClient:
@@ -135,7 +135,7 @@ class MyInvoisClient:
         if self._own_rate_policy:
             self.rate_policy.close()
 
-    def __enter__(self) -> "MyInvoisClient":
+    def __enter__(self) -> MyInvoisClient:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -485,13 +485,13 @@ class MyInvoisClient:
             detail = None
         status = response.status_code
         said = f": {detail.summary()}" if detail else ""
-        common: dict[str, Any] = dict(
-            endpoint=endpoint,
-            status=status,
-            code=detail.code if detail else None,
-            correlation_id=correlation_id,
-            detail=detail,
-        )
+        common: dict[str, Any] = {
+            "endpoint": endpoint,
+            "status": status,
+            "code": detail.code if detail else None,
+            "correlation_id": correlation_id,
+            "detail": detail,
+        }
         what = f"MyInvois {endpoint.value} answered HTTP {status}{said}"
         if error_class is DuplicateSubmission:
             return DuplicateSubmission(

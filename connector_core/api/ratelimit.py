@@ -41,8 +41,8 @@ import logging
 import math
 import sqlite3
 import threading
-import uuid
 import time
+import uuid
 from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -598,7 +598,7 @@ class _Buckets:
         for bucket in buckets:
             try:
                 bucket.close()
-            except Exception as exc:  # noqa: BLE001 - closing must go on for the others
+            except Exception as exc:
                 log.debug("closing rate bucket: %s", exc)
 
 
@@ -864,7 +864,7 @@ class RatePolicy:
         self._buckets.close()
         self._backend.close()
 
-    def __enter__(self) -> "RatePolicy":
+    def __enter__(self) -> RatePolicy:
         return self
 
     def __exit__(self, *exc: object) -> None:

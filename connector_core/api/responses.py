@@ -81,7 +81,7 @@ class SubmissionStatus(str, Enum):
         return self in (SubmissionStatus.VALID, SubmissionStatus.PARTIALLY_VALID, SubmissionStatus.INVALID)
 
     @classmethod
-    def parse(cls, word: Any) -> "SubmissionStatus":
+    def parse(cls, word: Any) -> SubmissionStatus:
         return _SUBMISSION_WORDS.get(_norm(word), cls.UNKNOWN)
 
 
@@ -98,7 +98,7 @@ class DocumentStatus(str, Enum):
     UNKNOWN = "Unknown"
 
     @classmethod
-    def parse(cls, word: Any) -> "DocumentStatus":
+    def parse(cls, word: Any) -> DocumentStatus:
         normalized = _norm(word)
         if normalized in ("canceled",):
             return cls.CANCELLED
@@ -118,10 +118,10 @@ class ErrorDetail:
     property_name: str | None = None
     property_path: str | None = None
     message_ms: str | None = None
-    details: tuple["ErrorDetail", ...] = ()
+    details: tuple[ErrorDetail, ...] = ()
 
     @classmethod
-    def parse(cls, obj: Any) -> "ErrorDetail | None":
+    def parse(cls, obj: Any) -> ErrorDetail | None:
         """Read ``{"error": {...}}``, a bare error object, or a plain string."""
         if obj is None:
             return None
@@ -155,7 +155,7 @@ class ErrorDetail:
             details=tuple(d for d in (cls.parse(x) for x in nested) if d is not None),
         )
 
-    def leaves(self) -> list["ErrorDetail"]:
+    def leaves(self) -> list[ErrorDetail]:
         """The most specific errors: the details if there are any, else this error itself."""
         if not self.details:
             return [self]
@@ -208,7 +208,7 @@ class SubmitResult:
     rejected: list[RejectedDocument]
 
     @classmethod
-    def parse(cls, body: dict[str, Any]) -> "SubmitResult":
+    def parse(cls, body: dict[str, Any]) -> SubmitResult:
         accepted = [
             AcceptedDocument(str(_first(d, "uuid")), str(_first(d, "invoiceCodeNumber", "codeNumber")))
             for d in (_first(body, "acceptedDocuments") or [])
@@ -247,7 +247,7 @@ class DocumentSummary:
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
-    def parse(cls, obj: dict[str, Any]) -> "DocumentSummary":
+    def parse(cls, obj: dict[str, Any]) -> DocumentSummary:
         return cls(
             uuid=str(_first(obj, "uuid")),
             submission_uid=_first(obj, "submissionUid", "submissionUID"),
@@ -294,7 +294,7 @@ class SubmissionPage:
         return max(1, math.ceil(self.document_count / self.page_size)) if self.page_size else 1
 
     @classmethod
-    def parse(cls, body: dict[str, Any], *, page_no: int, page_size: int) -> "SubmissionPage":
+    def parse(cls, body: dict[str, Any], *, page_no: int, page_size: int) -> SubmissionPage:
         return cls(
             submission_uid=str(_first(body, "submissionUid", "submissionUID")),
             document_count=int(_first(body, "documentCount") or 0),
@@ -369,7 +369,7 @@ class DocumentDetails:
         return out
 
     @classmethod
-    def parse(cls, body: dict[str, Any]) -> "DocumentDetails":
+    def parse(cls, body: dict[str, Any]) -> DocumentDetails:
         results = _first(body, "validationResults") or {}
         steps = [
             ValidationStep(
@@ -394,7 +394,7 @@ class RawDocument:
     document: str
 
     @classmethod
-    def parse(cls, body: dict[str, Any]) -> "RawDocument":
+    def parse(cls, body: dict[str, Any]) -> RawDocument:
         return cls(summary=DocumentSummary.parse(body), document=str(_first(body, "document") or ""))
 
 
@@ -408,7 +408,7 @@ class SearchPage:
     total_count: int
 
     @classmethod
-    def parse(cls, body: dict[str, Any], *, page_no: int) -> "SearchPage":
+    def parse(cls, body: dict[str, Any], *, page_no: int) -> SearchPage:
         meta = _first(body, "metadata") or {}
         return cls(
             documents=[DocumentSummary.parse(d) for d in (_first(body, "result") or [])],
@@ -426,5 +426,5 @@ class StateChange:
     status: DocumentStatus
 
     @classmethod
-    def parse(cls, body: dict[str, Any]) -> "StateChange":
+    def parse(cls, body: dict[str, Any]) -> StateChange:
         return cls(uuid=str(_first(body, "uuid")), status=DocumentStatus.parse(_first(body, "status")))

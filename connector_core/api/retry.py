@@ -71,15 +71,19 @@ class RetrySettings(BaseModel):
     login_backoff_cap_s: float = Field(600.0, gt=0, description="Longest wait between failed logins.")
 
     outage_initial_delay_s: float = Field(
-        5.0, gt=0, description="While MyInvois cannot be reached: wait after the first failed attempt; doubles with each further one."
+        5.0,
+        gt=0,
+        description="While MyInvois cannot be reached: wait after the first failed attempt; doubles with each further one.",
     )
-    outage_max_delay_s: float = Field(300.0, gt=0, description="While MyInvois cannot be reached: longest wait between two attempts.")
+    outage_max_delay_s: float = Field(
+        300.0, gt=0, description="While MyInvois cannot be reached: longest wait between two attempts."
+    )
     outage_summary_interval_s: float = Field(
         300.0, gt=0, description="While MyInvois cannot be reached: how often one 'still unreachable' line is logged."
     )
 
     @model_validator(mode="after")
-    def _login_backoff_within_limit(self) -> "RetrySettings":
+    def _login_backoff_within_limit(self) -> RetrySettings:
         if self.login_backoff_base_s < MIN_LOGIN_INTERVAL_S:
             raise ValueError(
                 f"login_backoff_base_s must be at least {MIN_LOGIN_INTERVAL_S:g} s: "

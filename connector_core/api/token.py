@@ -35,7 +35,14 @@ from pydantic import BaseModel, ConfigDict, SecretStr
 
 from ..secrets import is_placeholder
 from .endpoints import ROUTES, Endpoint
-from .errors import ApiError, AuthenticationFailed, RateBackendUnavailable, RateLimited, RetriableError, error_class_for_status
+from .errors import (
+    ApiError,
+    AuthenticationFailed,
+    RateBackendUnavailable,
+    RateLimited,
+    RetriableError,
+    error_class_for_status,
+)
 from .events import ApiCall, Listener, notify
 from .ratelimit import RatePolicy
 from .responses import parse_error_body
@@ -374,13 +381,13 @@ class TokenProvider:
         except ValueError:
             detail = None
         said = f": {detail.summary()}" if detail else ""
-        common: dict[str, Any] = dict(
-            endpoint=Endpoint.login,
-            status=response.status_code,
-            code=detail.code if detail else None,
-            correlation_id=correlation_id,
-            detail=detail,
-        )
+        common: dict[str, Any] = {
+            "endpoint": Endpoint.login,
+            "status": response.status_code,
+            "code": detail.code if detail else None,
+            "correlation_id": correlation_id,
+            "detail": detail,
+        }
         who = f"client id {self.credentials.client_id}"
         if self.credentials.on_behalf_of:
             who += f" acting for {self.credentials.on_behalf_of}"

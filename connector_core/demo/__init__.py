@@ -57,7 +57,9 @@ def write_demo(folder: Path) -> WrittenDemo:
 
 
 def _packaged_invoices():
-    return [entry for entry in resources.files(__package__).joinpath(INVOICES_DIR).iterdir() if entry.name.endswith(".csv")]
+    return [
+        entry for entry in resources.files(__package__).joinpath(INVOICES_DIR).iterdir() if entry.name.endswith(".csv")
+    ]
 
 
 def _toml_string_body(text: str) -> str:

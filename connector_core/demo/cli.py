@@ -20,11 +20,16 @@ def demo_command(folder: Path) -> None:
     try:
         demo = write_demo(folder)
     except OSError as exc:
-        click.echo(f"error: cannot write the demo into {folder}: {exc.strerror or exc}; choose a folder you can write to", err=True)
+        click.echo(
+            f"error: cannot write the demo into {folder}: {exc.strerror or exc}; choose a folder you can write to",
+            err=True,
+        )
         sys.exit(ExitCode.CONFIG)
     config = shlex.quote(str(folder / demo.config.name))
     if demo.created:
-        click.echo(f"Demo written to {demo.config.parent}: {demo.config.name} and {len(demo.invoices)} CSV file(s) of invoices.")
+        click.echo(
+            f"Demo written to {demo.config.parent}: {demo.config.name} and {len(demo.invoices)} CSV file(s) of invoices."
+        )
     else:
         click.echo(f"{demo.config} already exists; left as it is (delete the folder to write the demo afresh).")
     click.echo("Run it against the built-in MyInvois simulator, no credentials needed:")

@@ -19,7 +19,7 @@ import base64
 import hashlib
 import json
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from decimal import Decimal
 
 from connector_core.codes import describe
@@ -67,9 +67,7 @@ def _address(address: Address) -> Element:
                 "PostalZone": _leaf(address.postal_zone) if address.postal_zone else None,
                 "CountrySubentityCode": _leaf(address.state),
                 "AddressLine": [{"Line": _leaf(line)} for line in address.lines],
-                "Country": [
-                    {"IdentificationCode": _leaf(address.country, listID="ISO3166-1", listAgencyID="6")}
-                ],
+                "Country": [{"IdentificationCode": _leaf(address.country, listID="ISO3166-1", listAgencyID="6")}],
             }
         )
     ]
@@ -243,11 +241,7 @@ def _billing_references(invoice: Invoice) -> Element | None:
     if not invoice.document_type.needs_original_reference:
         return None
     return [
-        {
-            "InvoiceDocumentReference": [
-                {"ID": _leaf(ref.internal_id), "UUID": _leaf(ref.uuid or NO_ORIGINAL_UUID)}
-            ]
-        }
+        {"InvoiceDocumentReference": [{"ID": _leaf(ref.internal_id), "UUID": _leaf(ref.uuid or NO_ORIGINAL_UUID)}]}
         for ref in invoice.original_references
     ] or None
 
@@ -285,7 +279,7 @@ def _utc(issued_at: datetime) -> datetime:
         # A naive time could be local or UTC; guessing would shift the issue time by hours
         # and MyInvois refuses documents issued in the future or more than 72 h ago.
         raise ValueError("issued_at must be timezone-aware (e.g. datetime.now(timezone.utc))")
-    return issued_at.astimezone(timezone.utc)
+    return issued_at.astimezone(UTC)
 
 
 def build_document(invoice: Invoice, issued_at: datetime) -> dict:

@@ -132,7 +132,11 @@ def _required(value: str | None, field: str, what: str, fix: str, problems: list
 def _max_length(value: str | None, limit: int, field: str, what: str, problems: list[Problem]) -> bool:
     if value is not None and len(value) > limit:
         problems.append(
-            Problem(field, f"{what} is {len(value)} characters long; MyInvois accepts at most {limit}", f"shorten it to {limit} characters or fewer")
+            Problem(
+                field,
+                f"{what} is {len(value)} characters long; MyInvois accepts at most {limit}",
+                f"shorten it to {limit} characters or fewer",
+            )
         )
         return False
     return True
@@ -150,12 +154,22 @@ def _in_table(table: str, code: str | None, field: str, what: str, fix: str, pro
 
 
 def _check_header(invoice: Invoice, problems: list[Problem]) -> None:
-    if _required(invoice.number, "number", "the e-invoice number", f"enter the invoice number (at most {MAX_NUMBER} characters)", problems):
+    if _required(
+        invoice.number,
+        "number",
+        "the e-invoice number",
+        f"enter the invoice number (at most {MAX_NUMBER} characters)",
+        problems,
+    ):
         _max_length(invoice.number, MAX_NUMBER, "number", "the e-invoice number", problems)
 
     _in_table(
-        "CurrencyCodes", invoice.currency, "currency", "the currency code",
-        "use the three-letter ISO 4217 code, such as MYR, USD or SGD", problems,
+        "CurrencyCodes",
+        invoice.currency,
+        "currency",
+        "the currency code",
+        "use the three-letter ISO 4217 code, such as MYR, USD or SGD",
+        problems,
     )
     if invoice.currency != RINGGIT:
         if invoice.exchange_rate is None:
@@ -176,16 +190,26 @@ def _check_header(invoice: Invoice, problems: list[Problem]) -> None:
             )
 
     _in_table(
-        "PaymentMethods", invoice.payment_mode, "payment_mode", "the payment mode",
+        "PaymentMethods",
+        invoice.payment_mode,
+        "payment_mode",
+        "the payment mode",
         "use one of LHDN's payment codes: 01 cash, 02 cheque, 03 bank transfer, 04 credit card, 05 debit card, "
-        "06 e-wallet, 07 digital bank, 08 others", problems,
+        "06 e-wallet, 07 digital bank, 08 others",
+        problems,
     )
     _max_length(invoice.payment_terms, MAX_PAYMENT_TERMS, "payment_terms", "the payment terms", problems)
-    _max_length(invoice.billing_frequency, MAX_BILLING_FREQUENCY, "billing_frequency", "the billing frequency", problems)
+    _max_length(
+        invoice.billing_frequency, MAX_BILLING_FREQUENCY, "billing_frequency", "the billing frequency", problems
+    )
     start, end = invoice.billing_period_start, invoice.billing_period_end
     if start and end and start > end:
         problems.append(
-            Problem("billing_period_end", f"the billing period ends ({end}) before it starts ({start})", "correct the start or end date of the billing period")
+            Problem(
+                "billing_period_end",
+                f"the billing period ends ({end}) before it starts ({start})",
+                "correct the start or end date of the billing period",
+            )
         )
 
 
@@ -203,8 +227,11 @@ def _check_references(invoice: Invoice, problems: list[Problem]) -> None:
     for index, reference in enumerate(invoice.original_references):
         field = f"original_references[{index}]"
         _required(
-            reference.internal_id, f"{field}.internal_id", "the original invoice number",
-            "enter the number of the invoice this note adjusts", problems,
+            reference.internal_id,
+            f"{field}.internal_id",
+            "the original invoice number",
+            "enter the number of the invoice this note adjusts",
+            problems,
         )
         uuid = reference.uuid
         if uuid is not None and uuid != NOT_APPLICABLE and not MYINVOIS_UUID.fullmatch(uuid):
@@ -241,7 +268,14 @@ def _check_parties(invoice: Invoice, problems: list[Problem]) -> None:
     )
 
 
-def _check_party(party: Party, role: str, *, general_tins_allowed: tuple[str, ...], is_consolidated_party: bool, problems: list[Problem]) -> None:
+def _check_party(
+    party: Party,
+    role: str,
+    *,
+    general_tins_allowed: tuple[str, ...],
+    is_consolidated_party: bool,
+    problems: list[Problem],
+) -> None:
     whose = f"the {role}'s"
     if _required(party.name, f"{role}.name", f"{whose} name", f"enter the {role}'s registered name", problems):
         _max_length(party.name, MAX_NAME, f"{role}.name", f"{whose} name", problems)
@@ -249,9 +283,12 @@ def _check_party(party: Party, role: str, *, general_tins_allowed: tuple[str, ..
     _check_tin(party.tin, role, general_tins_allowed, problems)
     uses_general_tin = party.tin in GENERAL_TINS
 
-    id_label = {"BRN": "business registration number", "NRIC": "MyKad/MyTentera number", "PASSPORT": "passport number", "ARMY": "army number"}[
-        party.id_type
-    ]
+    id_label = {
+        "BRN": "business registration number",
+        "NRIC": "MyKad/MyTentera number",
+        "PASSPORT": "passport number",
+        "ARMY": "army number",
+    }[party.id_type]
     if _required(party.id_value, f"{role}.id_value", f"{whose} {id_label}", f"enter the {role}'s {id_label}", problems):
         if party.id_value.strip().upper() == NOT_APPLICABLE and not uses_general_tin:
             problems.append(
@@ -262,25 +299,53 @@ def _check_party(party: Party, role: str, *, general_tins_allowed: tuple[str, ..
                 )
             )
 
-    if _required(party.sst, f"{role}.sst", f"{whose} SST registration number", "enter it, or NA if not registered for SST", problems):
+    if _required(
+        party.sst,
+        f"{role}.sst",
+        f"{whose} SST registration number",
+        "enter it, or NA if not registered for SST",
+        problems,
+    ):
         if _max_length(party.sst, MAX_SST, f"{role}.sst", f"{whose} SST registration number", problems):
             if len([n for n in party.sst.split(";") if n.strip()]) > MAX_SST_NUMBERS:
                 problems.append(
-                    Problem(f"{role}.sst", f"{whose} SST field holds more than {MAX_SST_NUMBERS} numbers", "keep at most two SST numbers, separated by ';'")
+                    Problem(
+                        f"{role}.sst",
+                        f"{whose} SST field holds more than {MAX_SST_NUMBERS} numbers",
+                        "keep at most two SST numbers, separated by ';'",
+                    )
                 )
-    if _required(party.ttx, f"{role}.ttx", f"{whose} tourism tax registration number", "enter it, or NA if not registered for tourism tax", problems):
+    if _required(
+        party.ttx,
+        f"{role}.ttx",
+        f"{whose} tourism tax registration number",
+        "enter it, or NA if not registered for tourism tax",
+        problems,
+    ):
         _max_length(party.ttx, MAX_TTX, f"{role}.ttx", f"{whose} tourism tax registration number", problems)
 
     _check_address(party.address, role, is_consolidated_party, problems)
     _check_phone(party.phone, role, is_consolidated_party, problems)
     if party.email is not None and party.email.strip():
         if not EMAIL.fullmatch(party.email) or len(party.email) > MAX_EMAIL:
-            problems.append(Problem(f"{role}.email", f"{whose} e-mail address '{party.email}' is not a valid address", "correct it, or leave it empty"))
+            problems.append(
+                Problem(
+                    f"{role}.email",
+                    f"{whose} e-mail address '{party.email}' is not a valid address",
+                    "correct it, or leave it empty",
+                )
+            )
 
 
 def _check_tin(tin: str, role: str, general_tins_allowed: tuple[str, ...], problems: list[Problem]) -> None:
     field, whose = f"{role}.tin", f"the {role}'s"
-    if not _required(tin, field, f"{whose} tax identification number (TIN)", f"enter the {role}'s TIN as registered with LHDN", problems):
+    if not _required(
+        tin,
+        field,
+        f"{whose} tax identification number (TIN)",
+        f"enter the {role}'s TIN as registered with LHDN",
+        problems,
+    ):
         return
     if not _max_length(tin, MAX_TIN, field, f"{whose} TIN", problems):
         return
@@ -291,13 +356,21 @@ def _check_tin(tin: str, role: str, general_tins_allowed: tuple[str, ...], probl
                     field,
                     f"{tin} is the general TIN for {GENERAL_TINS[tin]} and cannot be used for the {role} of this document",
                     f"enter the {role}'s own TIN"
-                    + (f", or one of the general TINs allowed here: {', '.join(general_tins_allowed)}" if general_tins_allowed else ""),
+                    + (
+                        f", or one of the general TINs allowed here: {', '.join(general_tins_allowed)}"
+                        if general_tins_allowed
+                        else ""
+                    ),
                 )
             )
         return
     if tin.startswith(("OG", "SG")):
         problems.append(
-            Problem(field, f"{whose} TIN {tin} uses the old OG/SG prefix for individuals", "use the individual's IG number instead (OG/SG were replaced by IG)")
+            Problem(
+                field,
+                f"{whose} TIN {tin} uses the old OG/SG prefix for individuals",
+                "use the individual's IG number instead (OG/SG were replaced by IG)",
+            )
         )
         return
     if INDIVIDUAL_TIN.fullmatch(tin):
@@ -316,7 +389,11 @@ def _check_tin(tin: str, role: str, general_tins_allowed: tuple[str, ...], probl
     digits = match["digits"]
     if digits.startswith("0"):
         problems.append(
-            Problem(field, f"{whose} TIN {tin} has zeros right after the prefix", f"remove the leading zeros after '{match['prefix']}'")
+            Problem(
+                field,
+                f"{whose} TIN {tin} has zeros right after the prefix",
+                f"remove the leading zeros after '{match['prefix']}'",
+            )
         )
     if not digits.endswith("0"):
         problems.append(
@@ -330,41 +407,88 @@ def _check_tin(tin: str, role: str, general_tins_allowed: tuple[str, ...], probl
 
 def _check_supplier_activity(supplier: Party, problems: list[Problem]) -> None:
     if _required(
-        supplier.msic_code, "supplier.msic_code", "the supplier's MSIC code (5-digit industry classification)",
-        "enter the supplier's 5-digit MSIC code, e.g. 46510 (00000 if not applicable)", problems,
+        supplier.msic_code,
+        "supplier.msic_code",
+        "the supplier's MSIC code (5-digit industry classification)",
+        "enter the supplier's 5-digit MSIC code, e.g. 46510 (00000 if not applicable)",
+        problems,
     ):
         _in_table(
-            "MSICSubCategoryCodes", supplier.msic_code, "supplier.msic_code", "the supplier's MSIC code",
-            "use a 5-digit code from LHDN's MSIC list, e.g. 46510", problems,
+            "MSICSubCategoryCodes",
+            supplier.msic_code,
+            "supplier.msic_code",
+            "the supplier's MSIC code",
+            "use a 5-digit code from LHDN's MSIC list, e.g. 46510",
+            problems,
         )
     if _required(
-        supplier.business_activity, "supplier.business_activity", "the supplier's business activity description",
-        "enter the business activity as registered, e.g. 'Wholesale of computer hardware, software and peripherals'", problems,
+        supplier.business_activity,
+        "supplier.business_activity",
+        "the supplier's business activity description",
+        "enter the business activity as registered, e.g. 'Wholesale of computer hardware, software and peripherals'",
+        problems,
     ):
-        _max_length(supplier.business_activity, MAX_BUSINESS_ACTIVITY, "supplier.business_activity", "the supplier's business activity", problems)
+        _max_length(
+            supplier.business_activity,
+            MAX_BUSINESS_ACTIVITY,
+            "supplier.business_activity",
+            "the supplier's business activity",
+            problems,
+        )
 
 
 def _check_address(address: Address, role: str, is_consolidated_party: bool, problems: list[Problem]) -> None:
     prefix, whose = f"{role}.address", f"the {role}'s"
     first_line = address.lines[0] if address.lines else None
-    _required(first_line, f"{prefix}.lines[0]", f"the first line of {whose} address", "enter the street address", problems)
+    _required(
+        first_line, f"{prefix}.lines[0]", f"the first line of {whose} address", "enter the street address", problems
+    )
     for index, line in enumerate(address.lines):
-        _max_length(line, MAX_ADDRESS_LINE, f"{prefix}.lines[{index}]", f"line {index + 1} of {whose} address", problems)
+        _max_length(
+            line, MAX_ADDRESS_LINE, f"{prefix}.lines[{index}]", f"line {index + 1} of {whose} address", problems
+        )
     if _required(address.city, f"{prefix}.city", f"the city in {whose} address", "enter the city or town", problems):
         _max_length(address.city, MAX_CITY, f"{prefix}.city", f"the city in {whose} address", problems)
-    _max_length(address.postal_zone, MAX_POSTAL_ZONE, f"{prefix}.postal_zone", f"the postcode in {whose} address", problems)
-
-    country_ok = _required(address.country, f"{prefix}.country", f"the country in {whose} address", "enter the 3-letter country code, e.g. MYS", problems)
-    country_ok = country_ok and _in_table(
-        "CountryCodes", address.country, f"{prefix}.country", f"the country in {whose} address",
-        "use the 3-letter ISO country code, e.g. MYS for Malaysia, SGP for Singapore", problems,
+    _max_length(
+        address.postal_zone, MAX_POSTAL_ZONE, f"{prefix}.postal_zone", f"the postcode in {whose} address", problems
     )
-    if _required(address.state, f"{prefix}.state", f"the state in {whose} address", "enter the state code, e.g. 14 for Kuala Lumpur", problems):
+
+    country_ok = _required(
+        address.country,
+        f"{prefix}.country",
+        f"the country in {whose} address",
+        "enter the 3-letter country code, e.g. MYS",
+        problems,
+    )
+    country_ok = country_ok and _in_table(
+        "CountryCodes",
+        address.country,
+        f"{prefix}.country",
+        f"the country in {whose} address",
+        "use the 3-letter ISO country code, e.g. MYS for Malaysia, SGP for Singapore",
+        problems,
+    )
+    if _required(
+        address.state,
+        f"{prefix}.state",
+        f"the state in {whose} address",
+        "enter the state code, e.g. 14 for Kuala Lumpur",
+        problems,
+    ):
         if _in_table(
-            "StateCodes", address.state, f"{prefix}.state", f"the state in {whose} address",
-            "use LHDN's 2-digit state code, e.g. 10 for Selangor or 14 for Kuala Lumpur", problems,
+            "StateCodes",
+            address.state,
+            f"{prefix}.state",
+            f"the state in {whose} address",
+            "use LHDN's 2-digit state code, e.g. 10 for Selangor or 14 for Kuala Lumpur",
+            problems,
         ):
-            if address.state == STATE_NOT_APPLICABLE and country_ok and address.country == MALAYSIA and not is_consolidated_party:
+            if (
+                address.state == STATE_NOT_APPLICABLE
+                and country_ok
+                and address.country == MALAYSIA
+                and not is_consolidated_party
+            ):
                 problems.append(
                     Problem(
                         f"{prefix}.state",
@@ -381,7 +505,9 @@ def _check_phone(phone: str, role: str, is_consolidated_party: bool, problems: l
         return
     if phone.strip().upper() == NOT_APPLICABLE:
         if not is_consolidated_party:
-            problems.append(Problem(field, f"{what} is 'NA', which MyInvois accepts only for a consolidated buyer", fix))
+            problems.append(
+                Problem(field, f"{what} is 'NA', which MyInvois accepts only for a consolidated buyer", fix)
+            )
         return
     if not PHONE.fullmatch(phone) or not MIN_PHONE <= len(phone) <= MAX_PHONE:
         problems.append(
@@ -400,42 +526,90 @@ def _check_phone(phone: str, role: str, is_consolidated_party: bool, problems: l
 def _check_line(line: InvoiceLine, index: int, problems: list[Problem]) -> None:
     # Paths count from 0 like the model's list; clerks count lines from 1.
     prefix, which = f"lines[{index}]", f"line {index + 1}"
-    _required(line.line_id, f"{prefix}.line_id", f"the line number of {which}", "number the invoice lines, e.g. 1, 2, 3", problems)
-    if _required(line.description, f"{prefix}.description", f"the description of {which}", "describe the goods or service sold", problems):
+    _required(
+        line.line_id,
+        f"{prefix}.line_id",
+        f"the line number of {which}",
+        "number the invoice lines, e.g. 1, 2, 3",
+        problems,
+    )
+    if _required(
+        line.description,
+        f"{prefix}.description",
+        f"the description of {which}",
+        "describe the goods or service sold",
+        problems,
+    ):
         _max_length(line.description, MAX_DESCRIPTION, f"{prefix}.description", f"the description of {which}", problems)
 
     if not line.classification_codes:
         problems.append(
-            Problem(f"{prefix}.classification_codes", f"{which} has no classification code", "add a 3-digit LHDN classification code, e.g. 022 for others")
+            Problem(
+                f"{prefix}.classification_codes",
+                f"{which} has no classification code",
+                "add a 3-digit LHDN classification code, e.g. 022 for others",
+            )
         )
     for code_index, code in enumerate(line.classification_codes):
         _in_table(
-            "ClassificationCodes", code, f"{prefix}.classification_codes[{code_index}]", f"the classification code of {which}",
-            "use a 3-digit code from LHDN's classification list, e.g. 022 for others", problems,
+            "ClassificationCodes",
+            code,
+            f"{prefix}.classification_codes[{code_index}]",
+            f"the classification code of {which}",
+            "use a 3-digit code from LHDN's classification list, e.g. 022 for others",
+            problems,
         )
     _in_table(
-        "UnitTypes", line.unit_code, f"{prefix}.unit_code", f"the unit of measure of {which}",
-        "use a UN/ECE unit code, e.g. C62 for 'one', H87 for piece, KGM for kilogram", problems,
+        "UnitTypes",
+        line.unit_code,
+        f"{prefix}.unit_code",
+        f"the unit of measure of {which}",
+        "use a UN/ECE unit code, e.g. C62 for 'one', H87 for piece, KGM for kilogram",
+        problems,
     )
     _in_table(
-        "CountryCodes", line.origin_country, f"{prefix}.origin_country", f"the country of origin of {which}",
-        "use the 3-letter ISO country code, e.g. MYS, CHN", problems,
+        "CountryCodes",
+        line.origin_country,
+        f"{prefix}.origin_country",
+        f"the country of origin of {which}",
+        "use the 3-letter ISO country code, e.g. MYS, CHN",
+        problems,
     )
 
     if not line.taxes:
-        problems.append(Problem(f"{prefix}.taxes", f"{which} has no tax entry", "add a tax entry (tax type 06 if no tax applies)"))
+        problems.append(
+            Problem(f"{prefix}.taxes", f"{which} has no tax entry", "add a tax entry (tax type 06 if no tax applies)")
+        )
     for tax_index, tax in enumerate(line.taxes):
         field = f"{prefix}.taxes[{tax_index}]"
         _in_table(
-            "TaxTypes", tax.tax_type, f"{field}.tax_type", f"the tax type of {which}",
+            "TaxTypes",
+            tax.tax_type,
+            f"{field}.tax_type",
+            f"the tax type of {which}",
             "use 01 sales tax, 02 service tax, 03 tourism tax, 04 high-value goods tax, 05 low value goods tax, 06 not applicable or E exempt",
             problems,
         )
         if tax.rate is not None and not Decimal("0") <= tax.rate <= Decimal("100"):
-            problems.append(Problem(f"{field}.rate", f"the tax rate {tax.rate} % of {which} is not between 0 and 100", "enter the rate as a percentage, e.g. 6 or 10"))
+            problems.append(
+                Problem(
+                    f"{field}.rate",
+                    f"the tax rate {tax.rate} % of {which} is not between 0 and 100",
+                    "enter the rate as a percentage, e.g. 6 or 10",
+                )
+            )
         if tax.tax_type == EXEMPT_TAX_TYPE:
             _required(
-                tax.exemption_reason, f"{field}.exemption_reason", f"the reason for the tax exemption of {which}",
-                "enter the exemption reason, e.g. the exemption order or certificate", problems,
+                tax.exemption_reason,
+                f"{field}.exemption_reason",
+                f"the reason for the tax exemption of {which}",
+                "enter the exemption reason, e.g. the exemption order or certificate",
+                problems,
             )
-        _max_length(tax.exemption_reason, MAX_EXEMPTION_REASON, f"{field}.exemption_reason", f"the exemption reason of {which}", problems)
+        _max_length(
+            tax.exemption_reason,
+            MAX_EXEMPTION_REASON,
+            f"{field}.exemption_reason",
+            f"the exemption reason of {which}",
+            problems,
+        )

@@ -33,4 +33,6 @@ def release(conn, submission_id: int, doc_ids: Sequence[int] | None, now: dateti
     if doc_ids is not None and not doc_ids:
         return
     where = documents.c.submission_id == submission_id if doc_ids is None else documents.c.id.in_(list(doc_ids))
-    states.move(conn, states.doc("not_sent"), where, owner=submission_id, values={"submission_id": None, "updated_at": now})
+    states.move(
+        conn, states.doc("not_sent"), where, owner=submission_id, values={"submission_id": None, "updated_at": now}
+    )

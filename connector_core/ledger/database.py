@@ -7,8 +7,8 @@ from pathlib import Path
 from typing import overload
 
 from sqlalchemy import Engine, create_engine, event, insert, select, update
-from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import IntegrityError, OperationalError
 
 #: Rows per IN (...) list: well under every backend's bound-parameter limit.
 CHUNK = 500

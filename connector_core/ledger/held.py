@@ -64,7 +64,10 @@ def release_held(conn) -> int:
             )
         elif r.errors:
             result = states.move(
-                conn, states.doc("release_held_invalid"), documents.c.id == r.id, values={"updated_at": now, "final_at": now}
+                conn,
+                states.doc("release_held_invalid"),
+                documents.c.id == r.id,
+                values={"updated_at": now, "final_at": now},
             )
         else:
             result = states.move(conn, states.doc("release_held"), documents.c.id == r.id, values={"updated_at": now})

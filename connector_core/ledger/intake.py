@@ -121,7 +121,12 @@ class Intake(LedgerPart):
             return "done"
 
         state = row.state
-        if _rechecks(row) and problems and state == D.LOCALLY_INVALID.value and json.loads(row.errors or "[]") == problems:
+        if (
+            _rechecks(row)
+            and problems
+            and state == D.LOCALLY_INVALID.value
+            and json.loads(row.errors or "[]") == problems
+        ):
             # Checked again, refused for the same reasons: the same outcome goes back.
             moved = self._report_again(conn, row)
             if moved.lost:
@@ -156,7 +161,11 @@ class Intake(LedgerPart):
 
         if state == D.HELD.value:
             moved = states.move(
-                conn, states.doc("edit_held"), documents.c.id == row.id, documents.c.fingerprint == row.fingerprint, values=values
+                conn,
+                states.doc("edit_held"),
+                documents.c.id == row.id,
+                documents.c.fingerprint == row.fingerprint,
+                values=values,
             )
             if moved.lost:
                 return "lost"
@@ -166,7 +175,9 @@ class Intake(LedgerPart):
 
         if state in states.IN_FLIGHT:
             # MyInvois has (or may have) the previous version: the edit waits for its outcome.
-            inserts.append(_new_row(source, profile, key, row.version + 1, {**values, "final_at": None}, now, held=True))
+            inserts.append(
+                _new_row(source, profile, key, row.version + 1, {**values, "final_at": None}, now, held=True)
+            )
             summary.changed_after_submit.append(key)
             return "done"
 
@@ -230,7 +241,8 @@ class Intake(LedgerPart):
                 .subquery()
             )
             stmt = (
-                select(*_LATEST_COLUMNS).join(newest, and_(documents.c.source_key == newest.c.source_key, documents.c.version == newest.c.v))
+                select(*_LATEST_COLUMNS)
+                .join(newest, and_(documents.c.source_key == newest.c.source_key, documents.c.version == newest.c.v))
                 .where(documents.c.source == source)
             )
             rows = conn.execute(stmt)
@@ -253,8 +265,16 @@ class Intake(LedgerPart):
         holders: dict[tuple[str, str | None], tuple[str, str, str]] = {}
         for chunk in chunks(sorted(numbers)):
             rows = conn.execute(
-                select(documents.c.number, documents.c.document_type, documents.c.source, documents.c.source_key, documents.c.state)
-                .where(documents.c.profile == profile, documents.c.number.in_(chunk), documents.c.state.in_(_HOLDS_NUMBER))
+                select(
+                    documents.c.number,
+                    documents.c.document_type,
+                    documents.c.source,
+                    documents.c.source_key,
+                    documents.c.state,
+                )
+                .where(
+                    documents.c.profile == profile, documents.c.number.in_(chunk), documents.c.state.in_(_HOLDS_NUMBER)
+                )
                 .order_by(documents.c.id)
             )
             for r in rows:

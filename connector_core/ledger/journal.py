@@ -14,12 +14,14 @@ from connector_core.ledger.schema import counters, incidents
 class Journal(LedgerPart):
     def increment(self, name: str, by: int = 1) -> None:
         with self.engine.begin() as conn:
-            updated = conn.execute(update(counters).where(counters.c.name == name).values(value=counters.c.value + by)).rowcount
+            updated = conn.execute(
+                update(counters).where(counters.c.name == name).values(value=counters.c.value + by)
+            ).rowcount
             if not updated:
                 try:
                     with conn.begin_nested():
                         conn.execute(insert(counters).values(name=name, value=by))
-                except Exception:  # noqa: BLE001 - another thread inserted it first
+                except Exception:
                     conn.execute(update(counters).where(counters.c.name == name).values(value=counters.c.value + by))
 
     def counter_values(self) -> dict[str, int]:

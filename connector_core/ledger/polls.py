@@ -36,7 +36,9 @@ class Polls(LedgerPart):
             submissions.c.next_poll_at <= now,
         )
         with self.engine.connect() as conn:
-            return load_submissions(conn, cond, order=submissions.c.next_poll_at, limit=limit, with_documents=True, with_content=False)
+            return load_submissions(
+                conn, cond, order=submissions.c.next_poll_at, limit=limit, with_documents=True, with_content=False
+            )
 
     def next_poll_time(self, profile: str | None = None) -> datetime | None:
         cond = submissions.c.state == SubmissionState.ACCEPTED.value
@@ -102,14 +104,27 @@ class Polls(LedgerPart):
                     next_poll_at=next_poll_at,
                 )
             )
-            still_open = exists().where(documents.c.submission_id == submission_id, documents.c.state.in_(list(states.OPEN)))
+            still_open = exists().where(
+                documents.c.submission_id == submission_id, documents.c.state.in_(list(states.OPEN))
+            )
             closed = states.move(
-                conn, states.sub("finished"), submissions.c.id == submission_id, ~still_open, values={"next_poll_at": None}
+                conn,
+                states.sub("finished"),
+                submissions.c.id == submission_id,
+                ~still_open,
+                values={"next_poll_at": None},
             )
             return closed.won
 
     def adopt(
-        self, doc_id: int, submission_id: int, *, uuid: str, state: DocumentState, long_id: str | None, validation_link: str | None
+        self,
+        doc_id: int,
+        submission_id: int,
+        *,
+        uuid: str,
+        state: DocumentState,
+        long_id: str | None,
+        validation_link: str | None,
     ) -> states.Moved:
         """DS302 named our own earlier, identical document: it is this invoice's one accepted
         document, and its state is this document's."""
@@ -134,7 +149,9 @@ class Polls(LedgerPart):
             release_held(conn)
             return moved
 
-    def refuse_duplicate_number(self, doc_id: int, submission_id: int, *, errors: list[str], details: list[dict[str, Any]]) -> states.Moved:
+    def refuse_duplicate_number(
+        self, doc_id: int, submission_id: int, *, errors: list[str], details: list[dict[str, Any]]
+    ) -> states.Moved:
         """DS302 named another invoice's document: this row keeps none of its uuid, and the
         clerk is told which row holds the number."""
         now = utcnow()
@@ -144,7 +161,12 @@ class Polls(LedgerPart):
                 states.doc("duplicate_of_other"),
                 documents.c.id == doc_id,
                 owner=submission_id,
-                values={"errors": json.dumps(errors), "error_details": json.dumps(details), "updated_at": now, "final_at": now},
+                values={
+                    "errors": json.dumps(errors),
+                    "error_details": json.dumps(details),
+                    "updated_at": now,
+                    "final_at": now,
+                },
                 expected=1,
             )
             release_held(conn)
@@ -167,5 +189,7 @@ class Polls(LedgerPart):
     def document_content(self, doc_id: int) -> tuple[str | None, str | None]:
         """The stored bytes and hash of one document."""
         with self.engine.connect() as conn:
-            row = conn.execute(select(documents.c.document, documents.c.document_hash).where(documents.c.id == doc_id)).first()
+            row = conn.execute(
+                select(documents.c.document, documents.c.document_hash).where(documents.c.id == doc_id)
+            ).first()
             return (row.document, row.document_hash) if row else (None, None)

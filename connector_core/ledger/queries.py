@@ -49,7 +49,7 @@ class Status(LedgerPart):
         if profile is not None:
             stmt = stmt.where(documents.c.profile == profile)
         with self.engine.connect() as conn:
-            return {state: n for state, n in conn.execute(stmt)}
+            return dict(conn.execute(stmt).all())
 
     def version_counts_by_state(self, profile: str | None = None) -> dict[str, int]:
         """Every version of every invoice by state (``status --by-version``): a corrected
@@ -58,11 +58,11 @@ class Status(LedgerPart):
         if profile is not None:
             stmt = stmt.where(documents.c.profile == profile)
         with self.engine.connect() as conn:
-            return {state: n for state, n in conn.execute(stmt)}
+            return dict(conn.execute(stmt).all())
 
     def submission_counts(self) -> dict[str, int]:
         with self.engine.connect() as conn:
-            return {state: n for state, n in conn.execute(select(submissions.c.state, func.count()).group_by(submissions.c.state))}
+            return dict(conn.execute(select(submissions.c.state, func.count()).group_by(submissions.c.state)).all())
 
     def unfinished_count(self, *, exclude_profiles: Iterable[str] = ()) -> int:
         """Documents not final yet, plus final ones not yet written back; leaving out what only
@@ -89,7 +89,9 @@ class Status(LedgerPart):
 
     def oldest_pending_fetched_at(self) -> datetime | None:
         with self.engine.connect() as conn:
-            return as_utc(conn.execute(select(func.min(documents.c.fetched_at)).where(documents.c.state.in_(_OPEN))).scalar())
+            return as_utc(
+                conn.execute(select(func.min(documents.c.fetched_at)).where(documents.c.state.in_(_OPEN))).scalar()
+            )
 
     def stuck_submissions(self, accepted_before: datetime) -> list[tuple[str, list[str], float]]:
         """Submissions MyInvois accepted before ``accepted_before`` and still has not finished
@@ -97,7 +99,9 @@ class Status(LedgerPart):
         with self.engine.connect() as conn:
             rows = conn.execute(
                 select(submissions.c.profile, submissions.c.submission_uid, submissions.c.accepted_at)
-                .where(submissions.c.state == SubmissionState.ACCEPTED.value, submissions.c.accepted_at < accepted_before)
+                .where(
+                    submissions.c.state == SubmissionState.ACCEPTED.value, submissions.c.accepted_at < accepted_before
+                )
                 .order_by(submissions.c.accepted_at)
             ).all()
         now = utcnow()
@@ -122,7 +126,10 @@ class Status(LedgerPart):
                 numbers = [
                     r.number
                     for r in conn.execute(
-                        select(documents.c.number).where(documents.c.submission_id == s.id).order_by(documents.c.id).limit(10)
+                        select(documents.c.number)
+                        .where(documents.c.submission_id == s.id)
+                        .order_by(documents.c.id)
+                        .limit(10)
                     )
                 ]
                 out.append(
@@ -142,7 +149,11 @@ class Status(LedgerPart):
         """Invoices whose latest version is final in a state a clerk must act on: refused by
         MyInvois or locally (a number conflict included), or changed after validation. An
         invoice corrected since, and sent again, no longer counts."""
-        stmt = select(func.count()).select_from(documents).where(documents.c.state.in_(_NEEDS_ATTENTION), _is_latest_version())
+        stmt = (
+            select(func.count())
+            .select_from(documents)
+            .where(documents.c.state.in_(_NEEDS_ATTENTION), _is_latest_version())
+        )
         with self.engine.connect() as conn:
             return int(conn.execute(stmt).scalar() or 0)
 
@@ -152,7 +163,14 @@ class Status(LedgerPart):
         not listed: its old errors are history, not work."""
         with self.engine.connect() as conn:
             rows = conn.execute(
-                select(documents.c.source, documents.c.number, documents.c.version, documents.c.state, documents.c.errors, documents.c.final_at)
+                select(
+                    documents.c.source,
+                    documents.c.number,
+                    documents.c.version,
+                    documents.c.state,
+                    documents.c.errors,
+                    documents.c.final_at,
+                )
                 .where(documents.c.errors.is_not(None), documents.c.state.in_(_FINAL), _is_latest_version())
                 .order_by(documents.c.updated_at.desc(), documents.c.id.desc())
                 .limit(limit)

@@ -7,8 +7,20 @@ statements, and the benchmarks hold it to well under a millisecond of CPU per do
 
 from __future__ import annotations
 
+from sqlalchemy import (
+    Boolean,
+    Column,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.dialects import mysql
-from sqlalchemy import Boolean, Column, DateTime, ForeignKey, Index, Integer, MetaData, String, Table, Text, UniqueConstraint
 
 # Documents reach 300 KB: MariaDB's TEXT stops at 64 KB.
 LONG_TEXT = Text().with_variant(mysql.LONGTEXT(), "mysql", "mariadb")

@@ -131,7 +131,13 @@ class Sends(LedgerPart):
                             "issued_at": bindparam("b_at"),
                         },
                         rows=[
-                            {"b_id": d.id, "b_fp": d.fingerprint, "b_doc": d.content, "b_hash": d.document_hash, "b_at": d.issued_at}
+                            {
+                                "b_id": d.id,
+                                "b_fp": d.fingerprint,
+                                "b_doc": d.content,
+                                "b_hash": d.document_hash,
+                                "b_at": d.issued_at,
+                            }
                             for d in fresh
                         ],
                     )
@@ -146,7 +152,9 @@ class Sends(LedgerPart):
                         rows=[{"b_id": d.id, "b_fp": d.fingerprint, "b_hash": d.document_hash} for d in reused],
                     )
                 claimed = conn.execute(
-                    select(documents.c.id, documents.c.document_hash).where(documents.c.submission_id == sub_id).order_by(documents.c.id)
+                    select(documents.c.id, documents.c.document_hash)
+                    .where(documents.c.submission_id == sub_id)
+                    .order_by(documents.c.id)
                 ).all()
                 if not claimed:
                     # Lost every one: no empty submission is left behind.
@@ -207,7 +215,12 @@ class Sends(LedgerPart):
         """The call may have reached MyInvois; its answer was lost. Its documents stay claimed."""
         with self.engine.begin() as conn:
             return states.move(
-                conn, states.sub("answer_lost"), submissions.c.id == submission_id, owner=self.sender, values={"error": reason}, expected=1
+                conn,
+                states.sub("answer_lost"),
+                submissions.c.id == submission_id,
+                owner=self.sender,
+                values={"error": reason},
+                expected=1,
             )
 
     def submission_refused(self, submission_id: int, errors: list[str], details: list[dict[str, Any]]) -> states.Moved:
@@ -225,7 +238,9 @@ class Sends(LedgerPart):
             if moved.lost:
                 return moved
             by_number = self._claimed_by_number(conn, submission_id)
-            self._reject_documents(conn, submission_id, by_number, [(n, errors, details) for n in by_number], now, as_batch=True)
+            self._reject_documents(
+                conn, submission_id, by_number, [(n, errors, details) for n in by_number], now, as_batch=True
+            )
             release_held(conn)
             return moved
 
@@ -262,7 +277,9 @@ class Sends(LedgerPart):
                     owner=submission_id,
                     values={"submission_id": None, "attempts": documents.c.attempts - 1, "updated_at": now},
                 )
-                moved = states.remove(conn, states.sub("withdrawn"), submissions.c.id == submission_id, owner=self.sender, expected=1)
+                moved = states.remove(
+                    conn, states.sub("withdrawn"), submissions.c.id == submission_id, owner=self.sender, expected=1
+                )
                 if moved.lost:
                     transaction.rollback()
                 return moved
@@ -284,7 +301,11 @@ class Sends(LedgerPart):
                 conn,
                 states.sub("reconcile"),
                 submissions.c.id == submission_id,
-                values={"sender": self.sender, "claimed_at": now, "reconcile_attempts": submissions.c.reconcile_attempts + 1},
+                values={
+                    "sender": self.sender,
+                    "claimed_at": now,
+                    "reconcile_attempts": submissions.c.reconcile_attempts + 1,
+                },
                 expected=1,
             )
 
@@ -307,7 +328,12 @@ class Sends(LedgerPart):
                 states.sub("found"),
                 submissions.c.id == submission_id,
                 owner=self.sender,
-                values={"submission_uid": submission_uid, "accepted_at": now, "next_poll_at": next_poll_at, "error": None},
+                values={
+                    "submission_uid": submission_uid,
+                    "accepted_at": now,
+                    "next_poll_at": next_poll_at,
+                    "error": None,
+                },
                 expected=1,
             )
             if moved.lost:
@@ -320,7 +346,12 @@ class Sends(LedgerPart):
         """Give the reconciliation back: the search failed or may lag; a later cycle tries again."""
         with self.engine.begin() as conn:
             return states.move(
-                conn, states.sub("still_in_doubt"), submissions.c.id == submission_id, owner=self.sender, values={"error": reason}, expected=1
+                conn,
+                states.sub("still_in_doubt"),
+                submissions.c.id == submission_id,
+                owner=self.sender,
+                values={"error": reason},
+                expected=1,
             )
 
     def start_resend(self, submission_id: int) -> states.Moved:
@@ -340,7 +371,12 @@ class Sends(LedgerPart):
     def escalate(self, submission_id: int, reason: str) -> states.Moved:
         with self.engine.begin() as conn:
             return states.move(
-                conn, states.sub("escalate"), submissions.c.id == submission_id, owner=self.sender, values={"error": reason}, expected=1
+                conn,
+                states.sub("escalate"),
+                submissions.c.id == submission_id,
+                owner=self.sender,
+                values={"error": reason},
+                expected=1,
             )
 
     def nothing_left(self, submission_id: int) -> states.Moved:
@@ -353,7 +389,12 @@ class Sends(LedgerPart):
                 .scalar_subquery()
             )
             return states.move(
-                conn, states.sub("nothing_left"), submissions.c.id == submission_id, open_docs == 0, owner=self.sender, expected=1
+                conn,
+                states.sub("nothing_left"),
+                submissions.c.id == submission_id,
+                open_docs == 0,
+                owner=self.sender,
+                expected=1,
             )
 
     # --- recovery ---------------------------------------------------------------------------
@@ -373,7 +414,8 @@ class Sends(LedgerPart):
         """While running: a submission held since before any call can last was left by a
         connector sharing this ledger that stopped and has not come back."""
         return self._interrupt(
-            submissions.c.claimed_at < abandoned_before, "the connector that held this submission stopped and did not come back"
+            submissions.c.claimed_at < abandoned_before,
+            "the connector that held this submission stopped and did not come back",
         )
 
     def _interrupt(self, condition, error: str) -> int:
@@ -394,7 +436,9 @@ class Sends(LedgerPart):
         }
 
     @staticmethod
-    def _reject_documents(conn, submission_id: int, by_number: dict[str, int], rejected, now, *, as_batch: bool) -> None:
+    def _reject_documents(
+        conn, submission_id: int, by_number: dict[str, int], rejected, now, *, as_batch: bool
+    ) -> None:
         rows = [
             {"b_id": by_number[number], "b_errors": json.dumps(errors), "b_details": json.dumps(details)}
             for number, errors, details in rejected
@@ -416,9 +460,13 @@ class Sends(LedgerPart):
                 rows=rows,
             )
 
-    def _submissions(self, cond, *, order=None, limit=None, with_documents=False, with_content=True) -> list[SubmissionRecord]:
+    def _submissions(
+        self, cond, *, order=None, limit=None, with_documents=False, with_content=True
+    ) -> list[SubmissionRecord]:
         with self.engine.connect() as conn:
-            return load_submissions(conn, cond, order=order, limit=limit, with_documents=with_documents, with_content=with_content)
+            return load_submissions(
+                conn, cond, order=order, limit=limit, with_documents=with_documents, with_content=with_content
+            )
 
 
 def _by_id(by_number: dict[str, int], accepted: Sequence[tuple[str, str]]) -> list[tuple[int, str]]:
@@ -426,7 +474,9 @@ def _by_id(by_number: dict[str, int], accepted: Sequence[tuple[str, str]]) -> li
     return [(by_number[number], uuid) for number, uuid in accepted if number in by_number]
 
 
-def load_submissions(conn, cond, *, order=None, limit=None, with_documents=False, with_content=True) -> list[SubmissionRecord]:
+def load_submissions(
+    conn, cond, *, order=None, limit=None, with_documents=False, with_content=True
+) -> list[SubmissionRecord]:
     stmt = select(submissions).where(cond).order_by(order if order is not None else submissions.c.id)
     if limit is not None:
         stmt = stmt.limit(limit)

@@ -28,7 +28,9 @@ _OUTCOME_COLUMNS = tuple(
 
 
 class WriteBack(LedgerPart):
-    def unreported_outcomes(self, source: str, limit: int, now: datetime | None = None) -> list[tuple[int, DocumentOutcome]]:
+    def unreported_outcomes(
+        self, source: str, limit: int, now: datetime | None = None
+    ) -> list[tuple[int, DocumentOutcome]]:
         """Final outcomes of ``source`` not yet written back and not waiting out a back-off."""
         now = now or utcnow()
         with self.engine.connect() as conn:
@@ -62,7 +64,9 @@ class WriteBack(LedgerPart):
         """The ERP refused this one outcome: keep why, and offer it again after a back-off that
         doubles with each failure; returns (failures so far, seconds until the next offer)."""
         with self.engine.begin() as conn:
-            before = int(conn.execute(select(documents.c.report_attempts).where(documents.c.id == doc_id)).scalar() or 0)
+            before = int(
+                conn.execute(select(documents.c.report_attempts).where(documents.c.id == doc_id)).scalar() or 0
+            )
             delay = min(max_delay, first_delay * 2**before)
             conn.execute(
                 update(documents)

@@ -70,7 +70,9 @@ class HealthMonitor:
         clock: Callable[[], float] = time.time,
     ) -> None:
         if healthy_cycle_multiplier <= 1:
-            raise ValueError("healthy_cycle_multiplier must be greater than 1, or every slightly slow cycle is an outage")
+            raise ValueError(
+                "healthy_cycle_multiplier must be greater than 1, or every slightly slow cycle is an outage"
+            )
         if max_consecutive_login_failures < 1:
             raise ValueError("max_consecutive_login_failures must be at least 1")
         if max_consecutive_source_failures < 1:

@@ -15,11 +15,15 @@ import json
 import logging
 import sys
 from collections.abc import Iterable, Mapping, MutableMapping
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
-from connector_core.observability.redaction import SECRET_MASK, is_credential_key, redact_secrets
-from connector_core.observability.redaction import register_secret  # noqa: F401 - re-exported for callers
+from connector_core.observability.redaction import (
+    SECRET_MASK,
+    is_credential_key,
+    redact_secrets,
+    register_secret,  # noqa: F401 - re-exported for callers
+)
 
 LOG_FORMATS = ("auto", "text", "json")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
@@ -43,7 +47,11 @@ _OWN_HANDLER_ATTRIBUTE = "_myinvois_connector_handler"
 
 def extra_fields(record: logging.LogRecord) -> dict[str, Any]:
     """The structured fields a record carries beyond the standard ones."""
-    return {key: value for key, value in record.__dict__.items() if key not in _STANDARD_ATTRIBUTES and not key.startswith("_")}
+    return {
+        key: value
+        for key, value in record.__dict__.items()
+        if key not in _STANDARD_ATTRIBUTES and not key.startswith("_")
+    }
 
 
 class SecretRedactingFilter(logging.Filter):
@@ -63,7 +71,7 @@ class SecretRedactingFilter(logging.Filter):
             setattr(record, LOG_ARGUMENTS_ATTRIBUTE, _argument_shape(record.args))
         try:
             message = record.getMessage()
-        except Exception:  # noqa: BLE001 - a bad format string must not lose the line
+        except Exception:
             message = f"{record.msg!r} % {record.args!r}"
         record.msg = redact_secrets(message)
         record.args = ()
@@ -101,7 +109,7 @@ def _redact_value(value: Any) -> Any:
 
 
 def _timestamp(record: logging.LogRecord) -> str:
-    return datetime.fromtimestamp(record.created, tz=timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return datetime.fromtimestamp(record.created, tz=UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 class JsonFormatter(logging.Formatter):
@@ -149,7 +157,9 @@ def _text_value(value: Any) -> str:
         return "-"
     text = str(value)
     # Quote values with spaces so "key=value" pairs stay splittable by eye and by awk.
-    return json.dumps(text, ensure_ascii=False) if (not text or any(ch.isspace() or ch in "\"=" for ch in text)) else text
+    return (
+        json.dumps(text, ensure_ascii=False) if (not text or any(ch.isspace() or ch in '"=' for ch in text)) else text
+    )
 
 
 #: Libraries whose INFO and DEBUG lines narrate every lock taken, request made, statement run or
@@ -240,7 +250,9 @@ def _is_terminal(stream: Any) -> bool:
         return False
 
 
-def _document_extra(invoice: str | None, uuid: str | None, submission_uid: str | None, fields: Mapping[str, Any]) -> dict[str, Any]:
+def _document_extra(
+    invoice: str | None, uuid: str | None, submission_uid: str | None, fields: Mapping[str, Any]
+) -> dict[str, Any]:
     extra: dict[str, Any] = {"invoice": invoice, "uuid": uuid, "submission_uid": submission_uid}
     for key, value in fields.items():
         # logging raises KeyError for extra keys that clash with record attributes; a log call
@@ -303,7 +315,12 @@ class DocumentLogger(logging.LoggerAdapter):
 
 
 def document_logger(
-    logger: logging.Logger, *, invoice: str | None = None, uuid: str | None = None, submission_uid: str | None = None, **fields: Any
+    logger: logging.Logger,
+    *,
+    invoice: str | None = None,
+    uuid: str | None = None,
+    submission_uid: str | None = None,
+    **fields: Any,
 ) -> DocumentLogger:
     """An adapter whose every line carries this document's identity (see :class:`DocumentLogger`)."""
     return DocumentLogger(logger, _document_extra(invoice, uuid, submission_uid, fields))

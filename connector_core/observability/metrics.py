@@ -43,70 +43,107 @@ class ConnectorMetrics:
         self._info = Info("connector", "Version of the running connector.", namespace=ns, registry=r)
         self._info.info({"version": __version__})
 
-        self._documents = Gauge(
-            "documents", "Documents in the ledger by state.", ["state"], namespace=ns, registry=r
-        )
+        self._documents = Gauge("documents", "Documents in the ledger by state.", ["state"], namespace=ns, registry=r)
         self._submissions = Counter("submissions", "Submissions sent to MyInvois.", namespace=ns, registry=r)
         self._submitted_documents = Counter(
             "submitted_documents", "Documents sent to MyInvois, over all submissions.", namespace=ns, registry=r
         )
         self._api_calls = Counter(
-            "api_calls", "MyInvois API calls by endpoint and HTTP status ('error' when no answer came).",
-            ["endpoint", "status"], namespace=ns, registry=r,
+            "api_calls",
+            "MyInvois API calls by endpoint and HTTP status ('error' when no answer came).",
+            ["endpoint", "status"],
+            namespace=ns,
+            registry=r,
         )
         self._api_latency = Histogram(
-            "api_call_duration_seconds", "Duration of MyInvois API calls.", ["endpoint"],
-            buckets=API_LATENCY_BUCKETS, namespace=ns, registry=r,
+            "api_call_duration_seconds",
+            "Duration of MyInvois API calls.",
+            ["endpoint"],
+            buckets=API_LATENCY_BUCKETS,
+            namespace=ns,
+            registry=r,
         )
         self._rate_limited = Counter(
             "rate_limited", "429 Too Many Requests answers by endpoint.", ["endpoint"], namespace=ns, registry=r
         )
         self._logins = Counter(
-            "logins", "Logins to MyInvois by profile and outcome (success|failure).",
-            ["profile", "outcome"], namespace=ns, registry=r,
+            "logins",
+            "Logins to MyInvois by profile and outcome (success|failure).",
+            ["profile", "outcome"],
+            namespace=ns,
+            registry=r,
         )
         self._token_age = Gauge(
             "token_age_seconds", "Age of the access token in use, by profile.", ["profile"], namespace=ns, registry=r
         )
         self._cycle_duration = Histogram(
-            "cycle_duration_seconds", "Duration of scheduler cycles by name and outcome (ok|failed).",
-            ["cycle", "outcome"], buckets=CYCLE_DURATION_BUCKETS, namespace=ns, registry=r,
+            "cycle_duration_seconds",
+            "Duration of scheduler cycles by name and outcome (ok|failed).",
+            ["cycle", "outcome"],
+            buckets=CYCLE_DURATION_BUCKETS,
+            namespace=ns,
+            registry=r,
         )
         self._cycle_last_success = Gauge(
-            "cycle_last_success_timestamp_seconds", "Unix time a cycle last finished successfully.",
-            ["cycle"], namespace=ns, registry=r,
+            "cycle_last_success_timestamp_seconds",
+            "Unix time a cycle last finished successfully.",
+            ["cycle"],
+            namespace=ns,
+            registry=r,
         )
         self._oldest_pending_age = Gauge(
             "oldest_pending_document_age_seconds",
             "Age of the oldest document not yet in a final state (0 when there is none).",
-            namespace=ns, registry=r,
+            namespace=ns,
+            registry=r,
         )
         self._fetch_to_final = Histogram(
-            "document_fetch_to_final_seconds", "Time from fetching an invoice to its final state, by final state.",
-            ["state"], buckets=FETCH_TO_FINAL_BUCKETS, namespace=ns, registry=r,
+            "document_fetch_to_final_seconds",
+            "Time from fetching an invoice to its final state, by final state.",
+            ["state"],
+            buckets=FETCH_TO_FINAL_BUCKETS,
+            namespace=ns,
+            registry=r,
         )
         self._open_submissions = Gauge(
-            "open_submissions", "Submissions not yet done, by state (in_doubt, reconciling, escalated ...).",
-            ["state"], namespace=ns, registry=r,
+            "open_submissions",
+            "Submissions not yet done, by state (in_doubt, reconciling, escalated ...).",
+            ["state"],
+            namespace=ns,
+            registry=r,
         )
         self._escalated = Counter(
-            "submissions_escalated", "In-doubt submissions handed to an operator (no more Search calls).",
-            ["profile"], namespace=ns, registry=r,
+            "submissions_escalated",
+            "In-doubt submissions handed to an operator (no more Search calls).",
+            ["profile"],
+            namespace=ns,
+            registry=r,
         )
         self._writeback_failures = Counter(
-            "writeback_failures", "Outcomes the ERP refused to take (each retried on its own with back-off).",
-            ["source"], namespace=ns, registry=r,
+            "writeback_failures",
+            "Outcomes the ERP refused to take (each retried on its own with back-off).",
+            ["source"],
+            namespace=ns,
+            registry=r,
         )
         self._source_errors = Counter(
-            "source_errors", "Failed calls of a source's plugin (fetch, recorded or write-back hook raised), by source.",
-            ["source"], namespace=ns, registry=r,
+            "source_errors",
+            "Failed calls of a source's plugin (fetch, recorded or write-back hook raised), by source.",
+            ["source"],
+            namespace=ns,
+            registry=r,
         )
         self._lost_claims = Counter(
-            "lost_claims", "Documents another writer claimed or changed first (a race lost safely, nothing sent).",
-            namespace=ns, registry=r,
+            "lost_claims",
+            "Documents another writer claimed or changed first (a race lost safely, nothing sent).",
+            namespace=ns,
+            registry=r,
         )
         self._rate_backend_down = Gauge(
-            "rate_backend_down", "1 while the rate-limit backend fails and sending is paused.", namespace=ns, registry=r,
+            "rate_backend_down",
+            "1 while the rate-limit backend fails and sending is paused.",
+            namespace=ns,
+            registry=r,
         )
         # Every state exists from the start at 0, so dashboards and alerts see the series
         # before the first document ever reaches it.

@@ -87,7 +87,9 @@ def _compile(values: Iterable[str]) -> re.Pattern[str]:
 # "Bearer eyJ..." in headers, exception texts and debug dumps of requests.
 _BEARER = re.compile(r"(?i)\b(bearer)(\s+)(?!\[REDACTED\])[^\s\"',;)\]}]+")
 # "Authorization: Basic dXNlcjpwYXNz" / "'authorization': 'Token abc'" - any scheme.
-_AUTHORIZATION = re.compile(r"(?i)(\bauthorization[\"']?\s*[:=]\s*[\"']?(?:[A-Za-z]+\s+)?+)(?!\[REDACTED\])[^\s\"',;)\]}]+")
+_AUTHORIZATION = re.compile(
+    r"(?i)(\bauthorization[\"']?\s*[:=]\s*[\"']?(?:[A-Za-z]+\s+)?+)(?!\[REDACTED\])[^\s\"',;)\]}]+"
+)
 # (Each pattern skips a value already masked, so redacting twice changes nothing.)
 # key=value and "key": "value" pairs whose key names a credential: query strings, OAuth form
 # bodies (client_secret=...), JSON token responses ("access_token": "..."), DSNs in errors.
@@ -140,14 +142,48 @@ def redact_everything(text: str) -> str:
 # "cycle_name" is, deliberately, treated as personal too: a false alarm costs a field in an
 # error report, a miss costs a buyer's data at a third party.
 _CREDENTIAL_KEY_WORDS = frozenset(
-    {"secret", "password", "passwd", "pwd", "token", "authorization", "auth", "cookie", "cookies",
-     "credential", "credentials", "dsn", "session", "apikey"}
+    {
+        "secret",
+        "password",
+        "passwd",
+        "pwd",
+        "token",
+        "authorization",
+        "auth",
+        "cookie",
+        "cookies",
+        "credential",
+        "credentials",
+        "dsn",
+        "session",
+        "apikey",
+    }
 )
 _CREDENTIAL_KEYS = frozenset({"api_key", "x_api_key", "private_key", "set_cookie"})
 # Buyers' personal data (and self-billed suppliers', who are often individuals).
 _PERSONAL_KEY_WORDS = frozenset(
-    {"buyer", "customer", "name", "names", "fullname", "address", "addresses", "street", "phone",
-     "telephone", "tel", "mobile", "fax", "email", "mail", "contact", "contacts", "nric", "passport", "tin"}
+    {
+        "buyer",
+        "customer",
+        "name",
+        "names",
+        "fullname",
+        "address",
+        "addresses",
+        "street",
+        "phone",
+        "telephone",
+        "tel",
+        "mobile",
+        "fax",
+        "email",
+        "mail",
+        "contact",
+        "contacts",
+        "nric",
+        "passport",
+        "tin",
+    }
 )
 _PERSONAL_KEYS = frozenset({"id_value", "e_mail"})
 

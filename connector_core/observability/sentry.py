@@ -57,13 +57,35 @@ FILTERED = "[Filtered]"
 
 # Contexts the SDK fills with facts about the runtime, not about our data: their "name" keys
 # (runtime name, OS name) are kept.
-_SDK_CONTEXTS = frozenset({"runtime", "os", "device", "app", "trace", "trace_context", "otel", "cloud_resource", "culture"})
+_SDK_CONTEXTS = frozenset(
+    {"runtime", "os", "device", "app", "trace", "trace_context", "otel", "cloud_resource", "culture"}
+)
 # Top-level parts of an event written by the SDK itself, holding no user data worth scrubbing
 # by key; their strings are still cleared of secrets and personal data by value.
 _STRUCTURAL_TOP_LEVEL = frozenset(
-    {"sdk", "modules", "server_name", "platform", "release", "environment", "level", "logger", "transaction",
-     "timestamp", "start_timestamp", "event_id", "type", "fingerprint", "exception", "threads", "message",
-     "logentry", "debug_meta", "spans", "measurements"}
+    {
+        "sdk",
+        "modules",
+        "server_name",
+        "platform",
+        "release",
+        "environment",
+        "level",
+        "logger",
+        "transaction",
+        "timestamp",
+        "start_timestamp",
+        "event_id",
+        "type",
+        "fingerprint",
+        "exception",
+        "threads",
+        "message",
+        "logentry",
+        "debug_meta",
+        "spans",
+        "measurements",
+    }
 )
 
 
@@ -109,7 +131,11 @@ def log_message_without_arguments(record: logging.LogRecord) -> str:
     else:
         template = str(record.msg)
         args = record.args
-        shape = "mapping" if isinstance(args, Mapping) else (len(args) if isinstance(args, tuple) else int(args is not None))
+        shape = (
+            "mapping"
+            if isinstance(args, Mapping)
+            else (len(args) if isinstance(args, tuple) else int(args is not None))
+        )
     try:
         if shape == "mapping":
             text = template % _EveryKeyFiltered()
@@ -152,9 +178,7 @@ def scrub_event(event: dict[str, Any], hint: dict[str, Any] | None = None) -> di
                 message = _scrub(value.get("message", ""), by_key=False)
             scrubbed[key] = {"message": message, "formatted": message, "params": []}
         elif key == "contexts" and isinstance(value, dict):
-            scrubbed[key] = {
-                name: _scrub(context, by_key=name not in _SDK_CONTEXTS) for name, context in value.items()
-            }
+            scrubbed[key] = {name: _scrub(context, by_key=name not in _SDK_CONTEXTS) for name, context in value.items()}
         elif key == "breadcrumbs":
             scrubbed[key] = _scrub_breadcrumbs(value)
         elif key == "user":
@@ -290,7 +314,12 @@ def sentry_scope(
     ``environment``. Tags set here end with the block.
     """
     with sentry_sdk.new_scope() as scope:
-        for tag, value in (("profile", profile), ("plugin", plugin), ("cycle", cycle), ("myinvois_environment", environment)):
+        for tag, value in (
+            ("profile", profile),
+            ("plugin", plugin),
+            ("cycle", cycle),
+            ("myinvois_environment", environment),
+        ):
             if value is not None:
                 scope.set_tag(tag, value)
         yield scope
@@ -312,7 +341,12 @@ def add_api_breadcrumb(endpoint: str, method: str, status: int | None, duration_
         category=API_BREADCRUMB_CATEGORY,
         level=level,
         message=f"{method.upper()} {endpoint} -> {status if status is not None else 'no response'}",
-        data={"method": method.upper(), "url": endpoint, "status_code": status, "duration_ms": round(duration_s * 1000, 1)},
+        data={
+            "method": method.upper(),
+            "url": endpoint,
+            "status_code": status,
+            "duration_ms": round(duration_s * 1000, 1),
+        },
     )
 
 
@@ -356,7 +390,9 @@ def capture_login_failure(profile: str, error: BaseException | str) -> str | Non
         scope.set_tag("failure", "login")
         scope.fingerprint = ["myinvois-login-failure", profile]
         scope.set_context("login", {"profile": profile, "error": _error_text(error)})
-        return sentry_sdk.capture_message(f"MyInvois login failed for profile '{profile}': {_error_text(error)}", level="error")
+        return sentry_sdk.capture_message(
+            f"MyInvois login failed for profile '{profile}': {_error_text(error)}", level="error"
+        )
 
 
 #: At most this many submission uids are listed in one event; the count is always exact.
@@ -376,7 +412,8 @@ def capture_stuck_submissions(profile: str, submission_uids: Sequence[str], age_
             {"count": len(uids), "oldest_age_s": round(age_s), "submission_uids": uids[:MAX_LISTED_SUBMISSIONS]},
         )
         return sentry_sdk.capture_message(
-            f"{len(uids)} submission(s) of profile '{profile}' still in progress after {round(age_s)} s", level="warning"
+            f"{len(uids)} submission(s) of profile '{profile}' still in progress after {round(age_s)} s",
+            level="warning",
         )
 
 

@@ -134,7 +134,7 @@ def _handler_for(metrics: ConnectorMetrics, health: HealthMonitor) -> type[BaseH
         # A client that connects and sends nothing must not hold a thread for ever.
         timeout = 10
 
-        def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+        def do_GET(self) -> None:
             path = self.path.split("?", 1)[0]
             if path == "/metrics":
                 encoder, content_type = choose_encoder(self.headers.get("Accept", ""))
@@ -157,14 +157,16 @@ def _handler_for(metrics: ConnectorMetrics, health: HealthMonitor) -> type[BaseH
             self.end_headers()
             self.wfile.write(body)
 
-        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - signature of the base class
+        def log_message(self, format: str, *args: Any) -> None:
             # Scrapes every 15 s would drown the log at INFO; they are there at DEBUG.
             log.debug("%s - %s", self.address_string(), format % args)
 
     return Handler
 
 
-def metrics_server_from_settings(settings: Any, metrics: ConnectorMetrics, health: HealthMonitor) -> MetricsServer | None:
+def metrics_server_from_settings(
+    settings: Any, metrics: ConnectorMetrics, health: HealthMonitor
+) -> MetricsServer | None:
     """The server ``[observability]`` asks for, not yet started; ``None`` when ``metrics_port = 0``.
 
     A non-loopback ``metrics_host`` written in the configuration is the operator's explicit

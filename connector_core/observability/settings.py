@@ -17,7 +17,8 @@ class ObservabilitySettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = Field(
-        default="INFO", description="Lowest level logged: DEBUG, INFO, WARNING, ERROR or CRITICAL (any case). Default INFO."
+        default="INFO",
+        description="Lowest level logged: DEBUG, INFO, WARNING, ERROR or CRITICAL (any case). Default INFO.",
     )
     log_format: Literal["auto", "text", "json"] = Field(
         default="text",
@@ -39,7 +40,10 @@ class ObservabilitySettings(BaseModel):
         "a non-loopback address such as 0.0.0.0 publishes them to the network and is meant for containers.",
     )
     metrics_port: int = Field(
-        default=9464, ge=0, le=65535, description="Port of the /metrics and /healthz server; 0 turns it off. Default 9464."
+        default=9464,
+        ge=0,
+        le=65535,
+        description="Port of the /metrics and /healthz server; 0 turns it off. Default 9464.",
     )
     stuck_submission_seconds: float = Field(
         default=1800,

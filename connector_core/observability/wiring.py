@@ -105,19 +105,26 @@ class Monitoring:
         elif event == "source_cycle":
             self.metrics.source_cycle_finished(fields["source"], fields["ok"], error=fields.get("error"))
             sentry.add_step_breadcrumb(
-                "fetch", f"source {fields['source']} {'read' if fields['ok'] else 'failed'}", ok=fields["ok"], source=fields["source"]
+                "fetch",
+                f"source {fields['source']} {'read' if fields['ok'] else 'failed'}",
+                ok=fields["ok"],
+                source=fields["source"],
             )
         elif event == "claims_lost":
             self.metrics.claims_lost(fields["documents"])
         elif event == "myinvois_unreachable":
             self.health.myinvois_problem(
-                fields["profile"], "unreachable", f"MyInvois unreachable for profile '{fields['profile']}' ({fields['endpoint']}: {fields['cause']})"
+                fields["profile"],
+                "unreachable",
+                f"MyInvois unreachable for profile '{fields['profile']}' ({fields['endpoint']}: {fields['cause']})",
             )
         elif event == "myinvois_reachable":
             self.health.myinvois_problem(fields["profile"], "unreachable", None)
         elif event == "login_refused":
             self.health.myinvois_problem(
-                fields["profile"], "login_refused", f"login of profile '{fields['profile']}' refused: {fields['reason']}"
+                fields["profile"],
+                "login_refused",
+                f"login of profile '{fields['profile']}' refused: {fields['reason']}",
             )
         elif event == "login_accepted":
             self.health.myinvois_problem(fields["profile"], "login_refused", None)
@@ -129,7 +136,11 @@ class Monitoring:
             source = fields.get("source")
             configured = self.settings.sources.get(source) if source is not None else None
             sentry.capture_plugin_error(
-                fields["plugin"], fields["hook"], source, fields["error"], profile=configured.profile if configured else None
+                fields["plugin"],
+                fields["hook"],
+                source,
+                fields["error"],
+                profile=configured.profile if configured else None,
             )
 
     def cycle_failed(self, cycle: str, exc: BaseException) -> None:

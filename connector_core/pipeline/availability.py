@@ -108,11 +108,12 @@ class Availability:
         """An attempt to reach MyInvois for ``profile`` failed without an answer that counts."""
         now = self.clock()
         with self._lock:
-            outage = self._outages.get(profile)
-            starting = outage is None
-            if starting:
+            known = self._outages.get(profile)
+            starting = known is None
+            if known is None:
                 outage = self._outages[profile] = _Outage(started=now, endpoint=endpoint, cause=cause, last_said=now)
             else:
+                outage = known
                 outage.attempts += 1
                 outage.endpoint, outage.cause = endpoint, cause
             outage.next_try = now + outage_delay(outage.attempts, self.settings, self._rng)
@@ -195,7 +196,12 @@ class Availability:
         with self._lock:
             return {
                 "unreachable": {
-                    p: {"since_s": round(now - o.started, 3), "attempts": o.attempts, "endpoint": o.endpoint, "cause": o.cause}
+                    p: {
+                        "since_s": round(now - o.started, 3),
+                        "attempts": o.attempts,
+                        "endpoint": o.endpoint,
+                        "cause": o.cause,
+                    }
                     for p, o in self._outages.items()
                 },
                 "login_refused": dict(self._refused),

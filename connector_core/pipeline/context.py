@@ -52,7 +52,7 @@ class PipelineContext:
         for observer in self.observers:
             try:
                 observer(event, fields)
-            except Exception:  # noqa: BLE001 - monitoring must never break the pipeline
+            except Exception:
                 log.exception("observer failed on %s", event)
 
     def report_hook_failure(self, failure: HookFailed) -> None:

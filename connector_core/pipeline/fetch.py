@@ -139,7 +139,9 @@ def _record_page(
             source.name,
         )
     if summary.changed_after_valid:
-        ctx.ledger.journal.add_incident("changed_after_valid", "; ".join(summary.changed_after_valid[:20]), subject=source.name)
+        ctx.ledger.journal.add_incident(
+            "changed_after_valid", "; ".join(summary.changed_after_valid[:20]), subject=source.name
+        )
     if summary.number_taken:
         ctx.ledger.journal.add_incident(
             "duplicate_number",

@@ -56,7 +56,9 @@ def pack(
     return batches
 
 
-def is_full(batch: Sequence[T], *, size_of: Callable[[T], int], max_documents: int, max_bytes: int, largest_item: int) -> bool:
+def is_full(
+    batch: Sequence[T], *, size_of: Callable[[T], int], max_documents: int, max_bytes: int, largest_item: int
+) -> bool:
     """Whether ``batch`` is as full as a submission usefully gets: it holds ``max_documents``,
     or one more item of up to ``largest_item`` bytes might not fit."""
     if len(batch) >= max_documents:

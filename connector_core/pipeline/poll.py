@@ -51,7 +51,9 @@ def next_poll_delay(ctx: PipelineContext, sub: SubmissionRecord, now: datetime) 
     age = (now - (sub.sent_at or sub.created_at)).total_seconds()
     if age > cycles.slow_poll_after_seconds:
         return cycles.slow_poll_interval_seconds
-    return min(cycles.poll_max_interval_seconds, cycles.poll_min_interval_seconds * cycles.poll_backoff_factor**sub.poll_count)
+    return min(
+        cycles.poll_max_interval_seconds, cycles.poll_min_interval_seconds * cycles.poll_backoff_factor**sub.poll_count
+    )
 
 
 def poll_profile(ctx: PipelineContext, profile: str) -> int:
@@ -87,7 +89,10 @@ def _poll_safely(ctx: PipelineContext, profile: str, sub: SubmissionRecord) -> b
             log.warning("polling submission %s failed (%s); it is polled again next cycle", sub.submission_uid, exc)
         now = utcnow()
         ctx.ledger.polls.record_poll(
-            sub.id, overall_status=None, updates=[], next_poll_at=now + timedelta(seconds=next_poll_delay(ctx, sub, now))
+            sub.id,
+            overall_status=None,
+            updates=[],
+            next_poll_at=now + timedelta(seconds=next_poll_delay(ctx, sub, now)),
         )
         return False
 
@@ -107,7 +112,9 @@ def poll_submission(ctx: PipelineContext, profile: str, sub: SubmissionRecord) -
         if doc is None and summary.internal_id in unnamed:
             doc = unnamed.pop(summary.internal_id)
             found_unnamed.append((doc.id, summary.uuid))
-            doc = SubmittedDocument(doc.id, doc.number, summary.uuid, None, doc.document_hash, doc.issued_at, DocumentState.SUBMITTED.value)
+            doc = SubmittedDocument(
+                doc.id, doc.number, summary.uuid, None, doc.document_hash, doc.issued_at, DocumentState.SUBMITTED.value
+            )
         if doc is None or DocumentState(doc.state).is_final:
             continue
         state = _STATE_OF.get(summary.status)
@@ -115,7 +122,12 @@ def poll_submission(ctx: PipelineContext, profile: str, sub: SubmissionRecord) -
             continue  # still Submitted
         if state is DocumentState.VALID:
             updates.append(
-                DocumentStatusUpdate(summary.uuid, state, long_id=summary.long_id, validation_link=summary.validation_link(ctx.portal_base_url))
+                DocumentStatusUpdate(
+                    summary.uuid,
+                    state,
+                    long_id=summary.long_id,
+                    validation_link=summary.validation_link(ctx.portal_base_url),
+                )
             )
         elif state is DocumentState.INVALID:
             update = _invalid_update(ctx, profile, sub, doc, summary, found_unnamed)
@@ -200,15 +212,26 @@ def _settle_duplicate(
         log.info("document %s duplicates %s, which is still being validated", summary.uuid, earlier_uuid)
         return True
     moved = polls.adopt(
-        doc.id, sub.id, uuid=earlier_uuid, state=state, long_id=match.long_id, validation_link=match.validation_link(ctx.portal_base_url)
+        doc.id,
+        sub.id,
+        uuid=earlier_uuid,
+        state=state,
+        long_id=match.long_id,
+        validation_link=match.validation_link(ctx.portal_base_url),
     )
     if moved.won:
         ctx.ledger.journal.increment("duplicates_adopted")
-        log.warning("document %s was a duplicate (DS302) of our own %s; the earlier document is kept", summary.uuid, earlier_uuid)
+        log.warning(
+            "document %s was a duplicate (DS302) of our own %s; the earlier document is kept",
+            summary.uuid,
+            earlier_uuid,
+        )
     return True
 
 
-def _find_earlier(ctx: PipelineContext, profile: str, earlier_uuid: str, summary: DocumentSummary) -> DocumentSummary | None:
+def _find_earlier(
+    ctx: PipelineContext, profile: str, earlier_uuid: str, summary: DocumentSummary
+) -> DocumentSummary | None:
     client = ctx.clients[profile]
     received = summary.date_time_received or utcnow()
     page = client.search_documents(
@@ -225,7 +248,9 @@ def _find_earlier(ctx: PipelineContext, profile: str, earlier_uuid: str, summary
     except NotFound:
         return None
     found = details.summary
-    if found.uuid != earlier_uuid or (found.internal_id and summary.internal_id and found.internal_id != summary.internal_id):
+    if found.uuid != earlier_uuid or (
+        found.internal_id and summary.internal_id and found.internal_id != summary.internal_id
+    ):
         return None
     if found.issuer_tin and found.issuer_tin != ctx.profiles[profile].tin:
         return None
@@ -258,7 +283,9 @@ def _refuse_duplicate(
     if holder is not None:
         whose = f"row {holder['source_key']} of source {holder['source']} (its version {holder['version']})"
     else:
-        whose = "a document this connector did not send from this row (another ERP row, another system, or a manual upload)"
+        whose = (
+            "a document this connector did not send from this row (another ERP row, another system, or a manual upload)"
+        )
     message = (
         f"invoice {doc.number}: MyInvois already holds document {earlier_uuid} with this number, issue time and issuer, "
         f"from {whose}; this row's own content was never accepted: give this invoice its own number in the ERP and queue it again"

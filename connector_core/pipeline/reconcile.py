@@ -86,7 +86,9 @@ def reconcile_profile(ctx: PipelineContext, profile: str) -> int:
             # Search (or the backend) is failing even after the client's retries: the others
             # would fail the same way. One line per cycle, not one per submission. Not an
             # outage of the profile: sending may work while Search is down.
-            log.warning("submission %s stays in doubt: reconciliation failed (%s); the next cycle tries again", sub.id, exc)
+            log.warning(
+                "submission %s stays in doubt: reconciliation failed (%s); the next cycle tries again", sub.id, exc
+            )
             sends.still_in_doubt(sub.id, f"reconciliation failed: {exc}")
             break
         except ApiError as exc:
@@ -129,7 +131,9 @@ def reconcile_submission(ctx: PipelineContext, profile: str, sub: SubmissionReco
         # Not in the submission that arrived: refused on arrival (the reason was in the lost
         # answer). They go back to pending; the re-send brings the reason back.
         missing = [d.id for d in docs if d.number not in found]
-        moved = sends.reconciled_found(sub.id, submission_uid=uid, accepted=accepted, missing=missing, next_poll_at=first_poll_at(ctx, 0))
+        moved = sends.reconciled_found(
+            sub.id, submission_uid=uid, accepted=accepted, missing=missing, next_poll_at=first_poll_at(ctx, 0)
+        )
         if moved.lost:
             return False
         ctx.ledger.journal.increment("reconciled_found")

@@ -10,6 +10,7 @@ incident; it never blocks the rest of its source.
 from __future__ import annotations
 
 import logging
+
 from connector_core.contract import DocumentOutcome, Source
 from connector_core.pipeline.context import PipelineContext
 from connector_core.plugins import HookFailed
@@ -55,7 +56,9 @@ def _offer(ctx: PipelineContext, source: Source, pending: list[tuple[int, Docume
         return _offer(ctx, source, pending[:middle]) + _offer(ctx, source, pending[middle:])
     ctx.ledger.writeback.mark_reported([doc_id for doc_id, _ in pending])
     for _, outcome in pending:
-        elapsed = (outcome.final_at - outcome.fetched_at).total_seconds() if outcome.final_at and outcome.fetched_at else None
+        elapsed = (
+            (outcome.final_at - outcome.fetched_at).total_seconds() if outcome.final_at and outcome.fetched_at else None
+        )
         ctx.emit("document_final", source=source.name, state=outcome.state.value, seconds_since_fetch=elapsed)
         log.info(
             "invoice %s v%d: %s%s",

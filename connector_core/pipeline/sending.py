@@ -82,7 +82,12 @@ class ReadyDocument:
         return cls(doc_id, number, document_hash, base64.b64encode(document.encode("utf-8")).decode("ascii"))
 
     def entry(self) -> dict[str, str]:
-        return {"format": "JSON", "documentHash": self.document_hash, "codeNumber": self.number, "document": self.base64}
+        return {
+            "format": "JSON",
+            "documentHash": self.document_hash,
+            "codeNumber": self.number,
+            "document": self.base64,
+        }
 
     @property
     def wire_size(self) -> int:
@@ -158,7 +163,12 @@ def record_submit_answer(
             availability.server_failed(profile, Endpoint.submit.value, str(exc))
         elif exc.status is not None:
             availability.reached(profile)
-        log.warning("submission %s of profile %s: outcome unknown (%s); it will be reconciled, not re-sent", sub_id, profile, exc)
+        log.warning(
+            "submission %s of profile %s: outcome unknown (%s); it will be reconciled, not re-sent",
+            sub_id,
+            profile,
+            exc,
+        )
         journal.increment("submissions_in_doubt")
         return in_doubt(str(exc))
     except BatchRefused as exc:
@@ -166,7 +176,9 @@ def record_submit_answer(
         messages = api_error_messages(exc)
         log.error("submission %s of profile %s refused: %s", sub_id, profile, "; ".join(messages))
         documents = len(ctx.ledger.polls.documents_of(sub_id))
-        outcome = _checked(ctx, sends.submission_refused(sub_id, messages, error_details(exc.detail)), BatchOutcome.REFUSED, None, "")
+        outcome = _checked(
+            ctx, sends.submission_refused(sub_id, messages, error_details(exc.detail)), BatchOutcome.REFUSED, None, ""
+        )
         if outcome is BatchOutcome.REFUSED:
             journal.add_incident("batch_refused", "; ".join(messages), subject=profile)
             if report is not None:
@@ -179,7 +191,9 @@ def record_submit_answer(
             # so the batch is simply not sent; it is not a refused login, which would stop
             # 'run --once' and tell the operator to fix credentials that are fine.
             availability.reached(profile)
-            log.warning("submission %s of profile %s: token rejected twice (%s); sent again next round", sub_id, profile, exc)
+            log.warning(
+                "submission %s of profile %s: token rejected twice (%s); sent again next round", sub_id, profile, exc
+            )
             journal.increment("token_rejected")
             return not_sent(str(exc), BatchOutcome.NOT_SENT)
         # The login was refused (or not attempted: placeholder credentials, or still inside
@@ -205,7 +219,9 @@ def record_submit_answer(
         # A 429: MyInvois did not take the request.
         # Said once per batch, so an operator sees why documents wait without a 429 counter.
         availability.reached(profile)
-        log.warning("submission %s of profile %s not sent (%s); its documents wait for the next cycle", sub_id, profile, exc)
+        log.warning(
+            "submission %s of profile %s not sent (%s); its documents wait for the next cycle", sub_id, profile, exc
+        )
         return not_sent(str(exc), BatchOutcome.NOT_SENT)
     except ApiError as exc:
         # Any other answer we do not understand: assume it may have arrived.
@@ -232,12 +248,25 @@ def record_submit_answer(
     if report is not None:
         report.accepted += len(accepted)
         report.rejected += len(rejected)
-    ctx.emit("submission_accepted", profile=profile, submission_uid=result.submission_uid, accepted=len(accepted), rejected=len(rejected))
-    log.info("submission %s accepted: %d documents, %d rejected on arrival", result.submission_uid, len(accepted), len(rejected))
+    ctx.emit(
+        "submission_accepted",
+        profile=profile,
+        submission_uid=result.submission_uid,
+        accepted=len(accepted),
+        rejected=len(rejected),
+    )
+    log.info(
+        "submission %s accepted: %d documents, %d rejected on arrival",
+        result.submission_uid,
+        len(accepted),
+        len(rejected),
+    )
     return BatchOutcome.ACCEPTED
 
 
-def _checked(ctx: PipelineContext, moved: Moved, outcome: BatchOutcome, report: SubmitReport | None, counter: str) -> BatchOutcome:
+def _checked(
+    ctx: PipelineContext, moved: Moved, outcome: BatchOutcome, report: SubmitReport | None, counter: str
+) -> BatchOutcome:
     if moved.lost:
         return _lost_race(ctx, None, outcome.value)
     if report is not None and counter:
@@ -248,6 +277,8 @@ def _checked(ctx: PipelineContext, moved: Moved, outcome: BatchOutcome, report: 
 def _lost_race(ctx: PipelineContext, sub_id: int | None, answer: str) -> BatchOutcome:
     """The submission is no longer ours to record (another connector took it as abandoned while
     our call lasted): its reconciliation finds the truth at MyInvois; we record nothing."""
-    log.warning("submission %s: answer %r not recorded: another connector holds it now and reconciles it", sub_id, answer)
+    log.warning(
+        "submission %s: answer %r not recorded: another connector holds it now and reconciles it", sub_id, answer
+    )
     ctx.ledger.journal.increment("lost_races")
     return BatchOutcome.LOST_RACE

@@ -49,18 +49,24 @@ def prepare(ctx: PipelineContext, pending: list[PendingDocument]) -> list[tuple[
     ready: list[tuple[ReadyDocument, BuiltDocument]] = []
     for doc in pending:
         if doc.document and doc.document_hash and doc.issued_at and doc.issued_at > stale_before:
-            stored = BuiltDocument(doc.id, doc.number, doc.fingerprint, None, doc.document_hash, doc.issued_at, fresh=False)
+            stored = BuiltDocument(
+                doc.id, doc.number, doc.fingerprint, None, doc.document_hash, doc.issued_at, fresh=False
+            )
             ready.append((ReadyDocument.from_stored(doc.id, doc.number, doc.document_hash, doc.document), stored))
             continue
         invoice = Invoice.model_validate_json(doc.invoice_json)
         built = build(invoice, now)
         problems = describe_problems(check_size(built))
         if problems:
-            moved = ctx.ledger.sends.refuse_too_large(doc.id, doc.fingerprint, [f"invoice {doc.number}: {p}" for p in problems])
+            moved = ctx.ledger.sends.refuse_too_large(
+                doc.id, doc.fingerprint, [f"invoice {doc.number}: {p}" for p in problems]
+            )
             if moved.lost:
                 log.info("invoice %s changed or was claimed while it was built; it is looked at again", doc.number)
             continue
-        fresh = BuiltDocument(doc.id, doc.number, doc.fingerprint, built.content.decode("utf-8"), built.sha256_hex, now, fresh=True)
+        fresh = BuiltDocument(
+            doc.id, doc.number, doc.fingerprint, built.content.decode("utf-8"), built.sha256_hex, now, fresh=True
+        )
         ready.append((ReadyDocument(doc.id, doc.number, built.sha256_hex, built.base64), fresh))
     return ready
 
@@ -93,11 +99,13 @@ def submit_profile(ctx: PipelineContext, profile: str, feed: FetchFeed | None = 
 
     with ThreadPoolExecutor(max_workers=settings.concurrency, thread_name_prefix=f"submit-{profile}") as pool:
         while not ctx.stop.is_set() and ctx.availability.may_try(profile):
-            more_coming = feed is not None and feed.open
+            # While the fetch is still recording, only full submissions go (a part-filled one
+            # would waste a slot of the per-minute limit).
+            open_feed = feed if feed is not None and feed.open else None
             seen_pages = feed.pages if feed is not None else 0
             pending = ctx.ledger.sends.pending_documents(profile, limit=round_size)
-            if more_coming and len(pending) < settings.max_documents:
-                feed.wait_for_more(seen_pages, FEED_WAIT_SECONDS)
+            if open_feed is not None and len(pending) < settings.max_documents:
+                open_feed.wait_for_more(seen_pages, FEED_WAIT_SECONDS)
                 continue
             if not pending:
                 break
@@ -113,10 +121,10 @@ def submit_profile(ctx: PipelineContext, profile: str, feed: FetchFeed | None = 
                 max_documents=settings.max_documents,
                 max_bytes=settings.max_bytes,
             )
-            if more_coming:
+            if open_feed is not None:
                 batches = [batch for batch in batches if full(batch)]
                 if not batches:
-                    feed.wait_for_more(seen_pages, FEED_WAIT_SECONDS)
+                    open_feed.wait_for_more(seen_pages, FEED_WAIT_SECONDS)
                     continue
             futures = [pool.submit(send_batch, ctx, profile, client, batch, built, report) for batch in batches]
             outcomes = [f.result() for f in futures]
@@ -135,12 +143,17 @@ def submit_profile(ctx: PipelineContext, profile: str, feed: FetchFeed | None = 
 
 
 def send_batch(
-    ctx: PipelineContext, profile: str, client, batch: list[ReadyDocument], built: dict[int, BuiltDocument], report: SubmitReport
+    ctx: PipelineContext,
+    profile: str,
+    client,
+    batch: list[ReadyDocument],
+    built: dict[int, BuiltDocument],
+    report: SubmitReport,
 ) -> BatchOutcome:
     if ctx.stop.is_set():
         return BatchOutcome.NOT_SENT
     claim = ctx.ledger.sends.claim(profile=profile, built=[built[d.id] for d in batch])
-    if not claim.won:
+    if claim.submission_id is None:
         # Another connector (or an ERP edit) took every one of them first: nothing opened, nothing sent.
         _claims_lost(ctx, report, len(batch))
         return BatchOutcome.LOST_CLAIM
@@ -148,7 +161,9 @@ def send_batch(
         _claims_lost(ctx, report, len(claim.lost))
     claimed_ids = set(claim.claimed)
     batch = [d for d in batch if d.id in claimed_ids]
-    outcome = record_submit_answer(ctx, profile, claim.submission_id, lambda: client.submit([d.entry() for d in batch]), report)
+    outcome = record_submit_answer(
+        ctx, profile, claim.submission_id, lambda: client.submit([d.entry() for d in batch]), report
+    )
     if outcome not in WITHDRAWN:
         report.submissions += 1
         report.documents_sent += len(batch)

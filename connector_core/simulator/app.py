@@ -37,8 +37,13 @@ def _correlation_id() -> str:
 
 
 def _unauthorized(message: str) -> Response:
-    return api_error(401, "Unauthorized", message, target="Authorization",
-                     headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
+    return api_error(
+        401,
+        "Unauthorized",
+        message,
+        target="Authorization",
+        headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
+    )
 
 
 class Gate:
@@ -62,8 +67,14 @@ class Gate:
             return token, "The token has expired"
         return token, None
 
-    async def run(self, request: Request, endpoint: str | Callable[[Request], Awaitable[str]], handler: Handler,
-                  authenticated: bool = True, client_id_of: Callable[[Request], Awaitable[str]] | None = None) -> Response:
+    async def run(
+        self,
+        request: Request,
+        endpoint: str | Callable[[Request], Awaitable[str]],
+        handler: Handler,
+        authenticated: bool = True,
+        client_id_of: Callable[[Request], Awaitable[str]] | None = None,
+    ) -> Response:
         sim = self.simulator
         if callable(endpoint):
             endpoint = await endpoint(request)
@@ -123,8 +134,9 @@ class Gate:
             headers["X-Rate-Limit-Limit"] = str(limit)
         if resets_at is not None:
             headers["X-Rate-Limit-Reset"] = iso(resets_at) or ""
-        return api_error(429, "TooManyRequests", f"Too many requests; retry after {retry_after} seconds",
-                         headers=headers)
+        return api_error(
+            429, "TooManyRequests", f"Too many requests; retry after {retry_after} seconds", headers=headers
+        )
 
 
 def create_app(config: SimulatorConfig | None = None) -> Starlette:
@@ -231,8 +243,9 @@ def create_app(config: SimulatorConfig | None = None) -> Starlette:
         try:
             new = FaultsConfig.model_validate_json(await request.body())
         except ValidationError as exc:
-            return JSONResponse({"error": "invalid faults configuration", "details": json.loads(exc.json())},
-                                status_code=400)
+            return JSONResponse(
+                {"error": "invalid faults configuration", "details": json.loads(exc.json())}, status_code=400
+            )
         sim.faults.replace(new)
         return CompactJSONResponse(new.model_dump())
 
@@ -260,6 +273,7 @@ def create_app(config: SimulatorConfig | None = None) -> Starlette:
         Route("/_simulator/faults", faults, methods=["GET", "POST"]),
         Route("/_simulator/revoke-tokens", revoke_tokens, methods=["POST"]),
     ]
+
     async def unknown_route(request: Request, exc: Exception) -> Response:
         # Same error shape and correlationId as the API's own errors, also for a mistyped path.
         status = getattr(exc, "status_code", 404)

@@ -15,7 +15,6 @@ from pydantic import ValidationError
 
 from .config import SimulatorConfig
 
-
 #: Command-line option -> the SimulatorConfig field it sets (section.field).
 OPTION_FIELDS = {
     "rate_profile": "rate_limits.profile",
@@ -68,21 +67,31 @@ def banner(config: SimulatorConfig, base_url: str) -> str:
         "  demo credentials (client_id / client_secret -> TIN, BRN, name):",
     ]
     for taxpayer in config.taxpayers:
-        lines.append(f"    taxpayer     {taxpayer.client_id} / {taxpayer.client_secret} -> "
-                     f"{taxpayer.tin}, {taxpayer.brn}, {taxpayer.name}")
+        lines.append(
+            f"    taxpayer     {taxpayer.client_id} / {taxpayer.client_secret} -> "
+            f"{taxpayer.tin}, {taxpayer.brn}, {taxpayer.name}"
+        )
     for intermediary in config.intermediaries:
-        lines.append(f"    intermediary {intermediary.client_id} / {intermediary.client_secret} -> "
-                     f"acts for {', '.join(intermediary.acts_for)} (send header onbehalfof: <TIN>)")
-    lines.append(f"  controls: GET {base_url}/_simulator/stats, POST /_simulator/reset, "
-                 "POST /_simulator/faults, POST /_simulator/revoke-tokens")
+        lines.append(
+            f"    intermediary {intermediary.client_id} / {intermediary.client_secret} -> "
+            f"acts for {', '.join(intermediary.acts_for)} (send header onbehalfof: <TIN>)"
+        )
+    lines.append(
+        f"  controls: GET {base_url}/_simulator/stats, POST /_simulator/reset, "
+        "POST /_simulator/faults, POST /_simulator/revoke-tokens"
+    )
     return "\n".join(lines)
 
 
 @click.command("simulator")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (keep it loopback).")
 @click.option("--port", default=8085, show_default=True, type=int, help="Port; 0 picks a free one.")
-@click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="TOML file with SimulatorConfig fields (see docs/simulator.md).")
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="TOML file with SimulatorConfig fields (see docs/simulator.md).",
+)
 @click.option("--rate-profile", type=click.Choice(["production", "sandbox", "off"]), help="Rate-limit table.")
 @click.option("--window-seconds", type=float, help="Rate-limit window length (default 60; shorter compresses time).")
 @click.option("--token-lifetime", type=int, help="Token lifetime in seconds (default 3600).")
@@ -96,13 +105,23 @@ def banner(config: SimulatorConfig, base_url: str) -> str:
 @click.option("--revoke-rate", type=float, help="Share of authenticated calls whose token is revoked (401).")
 @click.option("--slow-validation-rate", type=float, help="Share of submissions validated slowly.")
 @click.option("--slow-validation-seconds", type=float, help="Extra validation time of a slow submission.")
-@click.option("--search-lag-seconds", type=float,
-              help="Seconds before a received document shows in Search / Recent Documents (indexing lag).")
+@click.option(
+    "--search-lag-seconds",
+    type=float,
+    help="Seconds before a received document shows in Search / Recent Documents (indexing lag).",
+)
 @click.option("--seed", type=int, help="Seed of the fault and id random sequences.")
-@click.option("--overall-status-style", type=click.Choice(["documented", "title", "pascal"]),
-              help="Spelling of overallStatus ('in progress' / 'In Progress' / 'InProgress').")
-@click.option("--log-level", default="info", show_default=True,
-              type=click.Choice(["critical", "error", "warning", "info", "debug"]))
+@click.option(
+    "--overall-status-style",
+    type=click.Choice(["documented", "title", "pascal"]),
+    help="Spelling of overallStatus ('in progress' / 'In Progress' / 'InProgress').",
+)
+@click.option(
+    "--log-level",
+    default="info",
+    show_default=True,
+    type=click.Choice(["critical", "error", "warning", "info", "debug"]),
+)
 def simulator_command(host: str, port: int, config_path: Path | None, log_level: str, **options) -> None:
     """Run the local MyInvois simulator (identity + API on one base URL)."""
     import uvicorn

@@ -178,7 +178,7 @@ class RateLimitConfig(_Strict):
 
     def limits(self) -> dict[str, int | None]:
         if self.profile == "off":
-            base: dict[str, int | None] = {name: None for name in ENDPOINTS}
+            base: dict[str, int | None] = dict.fromkeys(ENDPOINTS)
         elif self.profile == "sandbox":
             base = dict(SANDBOX_LIMITS_PER_MINUTE)
         else:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 
 def _v(value, **attributes) -> list[dict]:
@@ -25,74 +25,108 @@ def _party(tin: str, brn: str, name: str, *, supplier: bool) -> dict:
             {"ID": _v(brn, schemeID="BRN")},
             {"ID": _v("NA", schemeID="SST")},
         ],
-        "PostalAddress": [{
-            "CityName": _v("Kuala Lumpur"),
-            "PostalZone": _v("50480"),
-            "CountrySubentityCode": _v("14"),
-            "AddressLine": [{"Line": _v("Lot 66, Bangunan Merdeka")}],
-            "Country": [{"IdentificationCode": _v("MYS", listID="ISO3166-1", listAgencyID="6")}],
-        }],
+        "PostalAddress": [
+            {
+                "CityName": _v("Kuala Lumpur"),
+                "PostalZone": _v("50480"),
+                "CountrySubentityCode": _v("14"),
+                "AddressLine": [{"Line": _v("Lot 66, Bangunan Merdeka")}],
+                "Country": [{"IdentificationCode": _v("MYS", listID="ISO3166-1", listAgencyID="6")}],
+            }
+        ],
         "PartyLegalEntity": [{"RegistrationName": _v(name)}],
         "Contact": [{"Telephone": _v("+60123456789")}],
     }
     if supplier:
-        party = {"IndustryClassificationCode": _v("46510", name="Wholesale of computer hardware, software and peripherals"),
-                 **party}
+        party = {
+            "IndustryClassificationCode": _v("46510", name="Wholesale of computer hardware, software and peripherals"),
+            **party,
+        }
     return party
 
 
-def demo_invoice(internal_id: str, *, supplier_tin: str = "C25845632020", supplier_brn: str = "202001234567",
-                 supplier_name: str = "Syarikat Demo Sdn. Bhd.", buyer_tin: str = "C58101234560",
-                 buyer_brn: str = "200501012345", buyer_name: str = "Pembeli Demo Sdn. Bhd.",
-                 issued_at: datetime | None = None, amount: float = 100.0, lines: int = 1) -> dict:
+def demo_invoice(
+    internal_id: str,
+    *,
+    supplier_tin: str = "C25845632020",
+    supplier_brn: str = "202001234567",
+    supplier_name: str = "Syarikat Demo Sdn. Bhd.",
+    buyer_tin: str = "C58101234560",
+    buyer_brn: str = "200501012345",
+    buyer_name: str = "Pembeli Demo Sdn. Bhd.",
+    issued_at: datetime | None = None,
+    amount: float = 100.0,
+    lines: int = 1,
+) -> dict:
     """A valid type-01 invoice in MYR with ``lines`` identical lines of ``amount`` plus 6% service tax."""
-    moment = (issued_at or datetime.now(timezone.utc)).astimezone(timezone.utc)
+    moment = (issued_at or datetime.now(UTC)).astimezone(UTC)
     tax = round(amount * 0.06, 2)
 
     def tax_total(tax_amount: float, taxable: float) -> list[dict]:
-        return [{
-            "TaxAmount": _v(tax_amount, currencyID="MYR"),
-            "TaxSubtotal": [{
-                "TaxableAmount": _v(taxable, currencyID="MYR"),
+        return [
+            {
                 "TaxAmount": _v(tax_amount, currencyID="MYR"),
-                "TaxCategory": [{"ID": _v("02"),
-                                 "TaxScheme": [{"ID": _v("OTH", schemeID="UN/ECE 5153", schemeAgencyID="6")}]}],
-            }],
-        }]
+                "TaxSubtotal": [
+                    {
+                        "TaxableAmount": _v(taxable, currencyID="MYR"),
+                        "TaxAmount": _v(tax_amount, currencyID="MYR"),
+                        "TaxCategory": [
+                            {
+                                "ID": _v("02"),
+                                "TaxScheme": [{"ID": _v("OTH", schemeID="UN/ECE 5153", schemeAgencyID="6")}],
+                            }
+                        ],
+                    }
+                ],
+            }
+        ]
 
-    invoice_lines = [{
-        "ID": _v(str(n)),
-        "InvoicedQuantity": _v(1, unitCode="C62"),
-        "LineExtensionAmount": _v(amount, currencyID="MYR"),
-        "TaxTotal": tax_total(tax, amount),
-        "Item": [{"CommodityClassification": [{"ItemClassificationCode": _v("022", listID="CLASS")}],
-                  "Description": _v(f"Consulting service, item {n}")}],
-        "Price": [{"PriceAmount": _v(amount, currencyID="MYR")}],
-        "ItemPriceExtension": [{"Amount": _v(amount, currencyID="MYR")}],
-    } for n in range(1, lines + 1)]
+    invoice_lines = [
+        {
+            "ID": _v(str(n)),
+            "InvoicedQuantity": _v(1, unitCode="C62"),
+            "LineExtensionAmount": _v(amount, currencyID="MYR"),
+            "TaxTotal": tax_total(tax, amount),
+            "Item": [
+                {
+                    "CommodityClassification": [{"ItemClassificationCode": _v("022", listID="CLASS")}],
+                    "Description": _v(f"Consulting service, item {n}"),
+                }
+            ],
+            "Price": [{"PriceAmount": _v(amount, currencyID="MYR")}],
+            "ItemPriceExtension": [{"Amount": _v(amount, currencyID="MYR")}],
+        }
+        for n in range(1, lines + 1)
+    ]
     net = round(amount * lines, 2)
     total_tax = round(tax * lines, 2)
     return {
         "_D": "urn:oasis:names:specification:ubl:schema:xsd:Invoice-2",
         "_A": "urn:oasis:names:specification:ubl:schema:xsd:CommonAggregateComponents-2",
         "_B": "urn:oasis:names:specification:ubl:schema:xsd:CommonBasicComponents-2",
-        "Invoice": [{
-            "ID": _v(internal_id),
-            "IssueDate": _v(moment.strftime("%Y-%m-%d")),
-            "IssueTime": _v(moment.strftime("%H:%M:%SZ")),
-            "InvoiceTypeCode": _v("01", listVersionID="1.0"),
-            "DocumentCurrencyCode": _v("MYR"),
-            "AccountingSupplierParty": [{"Party": [_party(supplier_tin, supplier_brn, supplier_name, supplier=True)]}],
-            "AccountingCustomerParty": [{"Party": [_party(buyer_tin, buyer_brn, buyer_name, supplier=False)]}],
-            "TaxTotal": tax_total(total_tax, net),
-            "LegalMonetaryTotal": [{
-                "LineExtensionAmount": _v(net, currencyID="MYR"),
-                "TaxExclusiveAmount": _v(net, currencyID="MYR"),
-                "TaxInclusiveAmount": _v(round(net + total_tax, 2), currencyID="MYR"),
-                "PayableAmount": _v(round(net + total_tax, 2), currencyID="MYR"),
-            }],
-            "InvoiceLine": invoice_lines,
-        }],
+        "Invoice": [
+            {
+                "ID": _v(internal_id),
+                "IssueDate": _v(moment.strftime("%Y-%m-%d")),
+                "IssueTime": _v(moment.strftime("%H:%M:%SZ")),
+                "InvoiceTypeCode": _v("01", listVersionID="1.0"),
+                "DocumentCurrencyCode": _v("MYR"),
+                "AccountingSupplierParty": [
+                    {"Party": [_party(supplier_tin, supplier_brn, supplier_name, supplier=True)]}
+                ],
+                "AccountingCustomerParty": [{"Party": [_party(buyer_tin, buyer_brn, buyer_name, supplier=False)]}],
+                "TaxTotal": tax_total(total_tax, net),
+                "LegalMonetaryTotal": [
+                    {
+                        "LineExtensionAmount": _v(net, currencyID="MYR"),
+                        "TaxExclusiveAmount": _v(net, currencyID="MYR"),
+                        "TaxInclusiveAmount": _v(round(net + total_tax, 2), currencyID="MYR"),
+                        "PayableAmount": _v(round(net + total_tax, 2), currencyID="MYR"),
+                    }
+                ],
+                "InvoiceLine": invoice_lines,
+            }
+        ],
     }
 
 

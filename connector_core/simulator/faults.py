@@ -46,7 +46,9 @@ class FaultInjector:
         with self._lock:
             config = self.config
             spec = config.latency_by_endpoint.get(endpoint)
-            fixed_ms, jitter_ms = (spec.fixed_ms, spec.jitter_ms) if spec else (config.latency_ms, config.latency_jitter_ms)
+            fixed_ms, jitter_ms = (
+                (spec.fixed_ms, spec.jitter_ms) if spec else (config.latency_ms, config.latency_jitter_ms)
+            )
             latency = fixed_ms / 1000.0
             if jitter_ms > 0:
                 latency += self._rng.uniform(0, jitter_ms) / 1000.0

@@ -26,8 +26,14 @@ def detail(code: str | None, message: str, target: str | None = None, property_p
     return {"code": code, "message": message, "target": target, "propertyPath": property_path, "details": None}
 
 
-def api_error(status: int, code: str, message: str, target: str | None = None,
-              details: list[dict] | None = None, headers: dict[str, str] | None = None) -> JSONResponse:
+def api_error(
+    status: int,
+    code: str,
+    message: str,
+    target: str | None = None,
+    details: list[dict] | None = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
     body = {"error": {"code": code, "errorCode": code, "message": message, "target": target, "details": details}}
     return JSONResponse(body, status_code=status, headers=headers)
 

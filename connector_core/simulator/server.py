@@ -34,8 +34,9 @@ def quiet_lost_responses() -> None:
 
 def uvicorn_config(app: Starlette, host: str, port: int, log_level: str = "warning") -> uvicorn.Config:
     # No lifespan: the app has no start-up work; keep-alive generous so pollers reuse connections.
-    return uvicorn.Config(app, host=host, port=port, log_level=log_level, lifespan="off",
-                          timeout_keep_alive=30, access_log=False)
+    return uvicorn.Config(
+        app, host=host, port=port, log_level=log_level, lifespan="off", timeout_keep_alive=30, access_log=False
+    )
 
 
 class RunningSimulator:
@@ -51,7 +52,9 @@ class RunningSimulator:
         deadline = time.monotonic() + 15
         while not self._server.started:
             if not self._thread.is_alive():
-                raise RuntimeError(f"the simulator could not start on {host}:{port} (is the port taken? see the log above)")
+                raise RuntimeError(
+                    f"the simulator could not start on {host}:{port} (is the port taken? see the log above)"
+                )
             if time.monotonic() > deadline:
                 self.stop()
                 raise RuntimeError(f"the simulator did not start on {host}:{port} within 15 seconds")

@@ -15,7 +15,7 @@ import math
 import re
 import secrets
 import uuid as uuid_module
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from urllib.parse import parse_qs
 
 from starlette.responses import Response
@@ -25,7 +25,7 @@ from connector_core.codes import code_table
 from .config import IntermediaryAccount, SimulatorConfig, TaxpayerAccount
 from .faults import FaultInjector
 from .rate_limiter import SlidingWindowLimiter
-from .responses import api_error, detail, iso, CompactJSONResponse, oauth_error
+from .responses import CompactJSONResponse, api_error, detail, iso, oauth_error
 from .stats import Stats
 from .store import Document, IdGenerator, Store, Submission, Token
 from .validator import (
@@ -66,7 +66,9 @@ def overall_status(statuses: list[str], style: str) -> str:
 
 def qr_code_text(tin: str) -> str:
     """The Base64 text a taxpayer's profile QR code would hold (a stable uuid per TIN)."""
-    return base64.b64encode(str(uuid_module.uuid5(uuid_module.NAMESPACE_URL, f"myinvois-simulator:{tin}")).encode()).decode()
+    return base64.b64encode(
+        str(uuid_module.uuid5(uuid_module.NAMESPACE_URL, f"myinvois-simulator:{tin}")).encode()
+    ).decode()
 
 
 def _hash_matches(claimed: str, raw: bytes) -> bool:
@@ -94,7 +96,7 @@ def _parse_moment(raw: str) -> datetime | None:
         moment = datetime.fromisoformat(raw.replace("Z", "+00:00"))
     except ValueError:
         return None
-    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 class Simulator:
@@ -144,24 +146,35 @@ class Simulator:
                 return oauth_error(400, "invalid_request", "an intermediary must send the onbehalfof header")
             tin, _, brn = onbehalfof.strip().partition(":")
             if tin not in intermediary.acts_for:
-                return oauth_error(400, "invalid_grant", f"the intermediary is not authorised to act on behalf of {tin}")
+                return oauth_error(
+                    400, "invalid_grant", f"the intermediary is not authorised to act on behalf of {tin}"
+                )
             represented = self.taxpayers_by_tin.get(tin)
             if brn and represented is not None and represented.brn and brn != represented.brn:
                 return oauth_error(400, "invalid_grant", f"{brn} is not the registration number of {tin}")
             name = represented.name if represented else tin
-            token = Token(secrets.token_urlsafe(32), client_id, tin, name, client_id,
-                          now + self.config.token_lifetime_seconds)
+            token = Token(
+                secrets.token_urlsafe(32), client_id, tin, name, client_id, now + self.config.token_lifetime_seconds
+            )
         else:
-            token = Token(secrets.token_urlsafe(32), client_id, account.tin, account.name, None,
-                          now + self.config.token_lifetime_seconds)
+            token = Token(
+                secrets.token_urlsafe(32),
+                client_id,
+                account.tin,
+                account.name,
+                None,
+                now + self.config.token_lifetime_seconds,
+            )
         self.store.tokens[token.value] = token
         self.stats.count_login(client_id)
-        return CompactJSONResponse({
-            "access_token": token.value,
-            "token_type": "Bearer",
-            "expires_in": self.config.token_lifetime_seconds,
-            "scope": "InvoicingAPI",
-        })
+        return CompactJSONResponse(
+            {
+                "access_token": token.value,
+                "token_type": "Bearer",
+                "expires_in": self.config.token_lifetime_seconds,
+                "scope": "InvoicingAPI",
+            }
+        )
 
     def revoke_tokens(self, client_id: str | None = None) -> int:
         revoked = 0
@@ -189,27 +202,49 @@ class Simulator:
     def submit(self, token: Token, body: bytes, now: float) -> Response:
         config = self.config
         if len(body) > config.max_submission_bytes:
-            return api_error(400, "MaximumSizeExceeded",
-                             f"Submission size {len(body)} bytes exceeds the maximum of {config.max_submission_bytes} bytes",
-                             target="submission",
-                             details=[detail("MaximumSizeExceeded", f"Maximum submission size is {config.max_submission_bytes} bytes", "submission")])
+            return api_error(
+                400,
+                "MaximumSizeExceeded",
+                f"Submission size {len(body)} bytes exceeds the maximum of {config.max_submission_bytes} bytes",
+                target="submission",
+                details=[
+                    detail(
+                        "MaximumSizeExceeded",
+                        f"Maximum submission size is {config.max_submission_bytes} bytes",
+                        "submission",
+                    )
+                ],
+            )
         envelope = self._envelope(body)
         if isinstance(envelope, Response):
             return envelope
         if len(envelope) > config.max_documents_per_submission:
-            return api_error(400, "MaximumSizeExceeded",
-                             f"Submission contains {len(envelope)} documents; at most {config.max_documents_per_submission} are allowed",
-                             target="documents",
-                             details=[detail("MaximumSizeExceeded", f"Maximum number of documents is {config.max_documents_per_submission}", "documents")])
+            return api_error(
+                400,
+                "MaximumSizeExceeded",
+                f"Submission contains {len(envelope)} documents; at most {config.max_documents_per_submission} are allowed",
+                target="documents",
+                details=[
+                    detail(
+                        "MaximumSizeExceeded",
+                        f"Maximum number of documents is {config.max_documents_per_submission}",
+                        "documents",
+                    )
+                ],
+            )
         payload_key = hashlib.sha256(f"{token.tin}|{token.intermediary}|".encode() + body).digest()
         wait = self.store.seen_payload(payload_key, now, config.duplicate_submission_window_seconds)
         if wait is not None:
             retry_after = max(1, math.ceil(wait))
-            return api_error(422, "DuplicateSubmission",
-                             "An identical submission was received in the last 10 minutes; it will not be processed again",
-                             target="submission", headers={"Retry-After": str(retry_after)})
+            return api_error(
+                422,
+                "DuplicateSubmission",
+                "An identical submission was received in the last 10 minutes; it will not be processed again",
+                target="submission",
+                headers={"Retry-After": str(retry_after)},
+            )
 
-        received = datetime.fromtimestamp(now, timezone.utc)
+        received = datetime.fromtimestamp(now, UTC)
         rejected: list[dict] = []
         readable: list[tuple[dict, bytes, dict, DocumentFacts]] = []
         wrong_submitter: list[dict] = []
@@ -222,16 +257,24 @@ class Simulator:
             raw, invoice = outcome
             facts = read_facts(invoice)
             if facts.issuer_tin != token.tin:
-                wrong_submitter.append(detail(
-                    "IncorrectSubmitter",
-                    f"The issuer TIN {facts.issuer_tin or '(missing)'} of document {code_number} is not the "
-                    f"authenticated taxpayer {token.tin}", code_number))
+                wrong_submitter.append(
+                    detail(
+                        "IncorrectSubmitter",
+                        f"The issuer TIN {facts.issuer_tin or '(missing)'} of document {code_number} is not the "
+                        f"authenticated taxpayer {token.tin}",
+                        code_number,
+                    )
+                )
                 continue
             readable.append((item, raw, invoice, facts))
         if wrong_submitter:
-            return api_error(403, "IncorrectSubmitter",
-                             "The authenticated TIN and the documents' issuer TIN do not match",
-                             target="submission", details=wrong_submitter)
+            return api_error(
+                403,
+                "IncorrectSubmitter",
+                "The authenticated TIN and the documents' issuer TIN do not match",
+                target="submission",
+                details=wrong_submitter,
+            )
 
         accepted: list[dict] = []
         submission_uid = self.ids.new() if readable else None
@@ -256,9 +299,18 @@ class Simulator:
                     self.store.remember_document_key(key, document_uuid, now)
             ready_at = now + validation.delay_seconds + validation.per_document_seconds * position + slow_extra
             assert submission_uid is not None  # there is a document, so the submission has a uid
-            document = Document(document_uuid, submission_uid, facts, now, ready_at, problems,
-                                raw if config.keep_raw_documents else None, item["format"].upper(),
-                                principal, created_by)
+            document = Document(
+                document_uuid,
+                submission_uid,
+                facts,
+                now,
+                ready_at,
+                problems,
+                raw if config.keep_raw_documents else None,
+                item["format"].upper(),
+                principal,
+                created_by,
+            )
             self.store.documents[document_uuid] = document
             if not problems:
                 for original in facts.referenced_uuids:
@@ -269,8 +321,9 @@ class Simulator:
             document_uuids.append(document_uuid)
             accepted.append({"uuid": document_uuid, "invoiceCodeNumber": item["codeNumber"]})
         if submission_uid is not None:
-            self.store.submissions[submission_uid] = Submission(submission_uid, now, token.client_id,
-                                                                principal, document_uuids)
+            self.store.submissions[submission_uid] = Submission(
+                submission_uid, now, token.client_id, principal, document_uuids
+            )
         self.store.remember_payload(payload_key, now, config.duplicate_submission_window_seconds)
         self.stats.submissions += 1
         return CompactJSONResponse(
@@ -281,8 +334,13 @@ class Simulator:
     @staticmethod
     def _envelope(body: bytes) -> list[dict] | Response:
         def bad(message: str) -> Response:
-            return api_error(400, "BadStructure", message, target="submission",
-                             details=[detail("BadStructure", message, "submission")])
+            return api_error(
+                400,
+                "BadStructure",
+                message,
+                target="submission",
+                details=[detail("BadStructure", message, "submission")],
+            )
 
         try:
             envelope = json.loads(body)
@@ -295,8 +353,10 @@ class Simulator:
             return bad("Invalid structured submission: 'documents' must be a non-empty array")
         for index, item in enumerate(documents):
             if not isinstance(item, dict) or set(item) != DOCUMENT_KEYS:
-                return bad(f"Invalid structured submission: documents[{index}] must hold exactly "
-                           "format, document, documentHash and codeNumber")
+                return bad(
+                    f"Invalid structured submission: documents[{index}] must hold exactly "
+                    "format, document, documentHash and codeNumber"
+                )
             if not all(isinstance(item[k], str) for k in DOCUMENT_KEYS):
                 return bad(f"Invalid structured submission: documents[{index}] fields must be strings")
             if item["format"].upper() not in ("JSON", "XML"):
@@ -307,17 +367,27 @@ class Simulator:
         """The document's bytes and parsed Invoice, or the rejectedDocuments entry saying why not."""
 
         def rejection(message: str, target: str, property_path: str | None = None, code: str | None = None) -> dict:
-            return {"invoiceCodeNumber": code_number,
-                    "error": {"code": code, "message": "Validation Error", "target": code_number,
-                              "propertyPath": None, "details": [detail(code, message, target, property_path)]}}
+            return {
+                "invoiceCodeNumber": code_number,
+                "error": {
+                    "code": code,
+                    "message": "Validation Error",
+                    "target": code_number,
+                    "propertyPath": None,
+                    "details": [detail(code, message, target, property_path)],
+                },
+            }
 
         try:
             raw = base64.b64decode(item["document"], validate=True)
         except (binascii.Error, ValueError):
             return rejection("Document is not valid Base64.", "document")
         if len(raw) > self.config.max_document_bytes:
-            return rejection(f"Document size {len(raw)} bytes exceeds the maximum of {self.config.max_document_bytes} bytes.",
-                             "document", code="MaximumSizeExceeded")
+            return rejection(
+                f"Document size {len(raw)} bytes exceeds the maximum of {self.config.max_document_bytes} bytes.",
+                "document",
+                code="MaximumSizeExceeded",
+            )
         if not _hash_matches(item["documentHash"], raw):
             return rejection("Document hash is not valid.", "documentHash")
         try:
@@ -368,14 +438,16 @@ class Simulator:
             return page_size
         documents = [self.store.documents[u] for u in submission.document_uuids if u in self.store.documents]
         statuses = [d.status(now) for d in documents]
-        page = documents[(page_no - 1) * page_size: page_no * page_size]
-        return CompactJSONResponse({
-            "submissionUid": submission.uid,
-            "documentCount": len(documents),
-            "dateTimeReceived": iso(submission.received_at),
-            "overallStatus": overall_status(statuses, self.config.overall_status_style),
-            "documentSummary": [self.summary(d, now) for d in page],
-        })
+        page = documents[(page_no - 1) * page_size : page_no * page_size]
+        return CompactJSONResponse(
+            {
+                "submissionUid": submission.uid,
+                "documentCount": len(documents),
+                "dateTimeReceived": iso(submission.received_at),
+                "overallStatus": overall_status(statuses, self.config.overall_status_style),
+                "documentSummary": [self.summary(d, now) for d in page],
+            }
+        )
 
     def _readable_document(self, token: Token, uuid: str, now: float) -> Document | None:
         document = self.store.documents.get(uuid)
@@ -400,8 +472,12 @@ class Simulator:
     def get_document(self, token: Token, uuid: str, now: float) -> Response:
         document = self._readable_document(token, uuid, now)
         if document is None or document.status(now) == "Invalid":
-            return api_error(404, "NotFound", f"Document {uuid} was not found (invalid documents are only "
-                             "available through Get Document Details)", target="uuid")
+            return api_error(
+                404,
+                "NotFound",
+                f"Document {uuid} was not found (invalid documents are only available through Get Document Details)",
+                target="uuid",
+            )
         body = self.summary(document, now)
         body["document"] = document.raw_text()
         return CompactJSONResponse(body)
@@ -410,7 +486,9 @@ class Simulator:
 
     def change_state(self, token: Token, uuid: str, body: object, now: float) -> Response:
         if not isinstance(body, dict):
-            return api_error(400, "BadArgument", "The body must be a JSON object with status and reason", target="status")
+            return api_error(
+                400, "BadArgument", "The body must be a JSON object with status and reason", target="status"
+            )
         wanted = str(body.get("status", "")).strip().lower()
         reason = body.get("reason")
         if wanted not in ("cancelled", "rejected"):
@@ -427,26 +505,53 @@ class Simulator:
             if not (issuer or (receiver and document.status(now) in ("Valid", "Cancelled"))):
                 return api_error(404, "NotFound", f"Document {uuid} was not found", target="uuid")
             who = "issuer" if wanted == "cancelled" else "receiver"
-            return api_error(403, "AccessDenied", "The document cannot be cancelled or requested for rejection",
-                             target="Update Document Status",
-                             details=[detail("Forbidden", f"Only the document's {who} may do this; "
-                                             "it seems that you are not authorized to update document status",
-                                             "Document.UUID")])
+            return api_error(
+                403,
+                "AccessDenied",
+                "The document cannot be cancelled or requested for rejection",
+                target="Update Document Status",
+                details=[
+                    detail(
+                        "Forbidden",
+                        f"Only the document's {who} may do this; "
+                        "it seems that you are not authorized to update document status",
+                        "Document.UUID",
+                    )
+                ],
+            )
         status = document.status(now)
         if status != "Valid" or (wanted == "rejected" and document.reject_requested_at is not None):
             state = "already requested for rejection" if status == "Valid" else status
-            return api_error(400, "IncorrectState", f"The document is {state} and cannot be {wanted}",
-                             target="status", details=[detail("IncorrectState", f"Document status is {state}", "status")])
-        window_hours = self.config.cancellation_window_hours if wanted == "cancelled" else self.config.rejection_window_hours
+            return api_error(
+                400,
+                "IncorrectState",
+                f"The document is {state} and cannot be {wanted}",
+                target="status",
+                details=[detail("IncorrectState", f"Document status is {state}", "status")],
+            )
+        window_hours = (
+            self.config.cancellation_window_hours if wanted == "cancelled" else self.config.rejection_window_hours
+        )
         if now - document.ready_at > window_hours * 3600:
-            return api_error(400, "OperationPeriodOver",
-                             f"The {window_hours:g}-hour period to {'cancel' if wanted == 'cancelled' else 'reject'} "
-                             "this document is over; issue a credit, debit or refund note instead", target="status")
-        active = [u for u in self.store.referenced_by.get(uuid, ())
-                  if (d := self.store.documents.get(u)) is not None and d.valid and d.status(now) in ("Valid", "Submitted")]
+            return api_error(
+                400,
+                "OperationPeriodOver",
+                f"The {window_hours:g}-hour period to {'cancel' if wanted == 'cancelled' else 'reject'} "
+                "this document is over; issue a credit, debit or refund note instead",
+                target="status",
+            )
+        active = [
+            u
+            for u in self.store.referenced_by.get(uuid, ())
+            if (d := self.store.documents.get(u)) is not None and d.valid and d.status(now) in ("Valid", "Submitted")
+        ]
         if active:
-            return api_error(400, "ActiveReferencingDocuments",
-                             f"Documents {', '.join(active)} reference this document; cancel them first", target="uuid")
+            return api_error(
+                400,
+                "ActiveReferencingDocuments",
+                f"Documents {', '.join(active)} reference this document; cancel them first",
+                target="uuid",
+            )
         document.status_reason = reason
         if wanted == "cancelled":
             document.cancelled_at = now
@@ -501,18 +606,28 @@ class Simulator:
         if not raw_from and not raw_to:
             return None
         if not raw_from or not raw_to:
-            return api_error(400, "BadArgument", f"{prefix}DateFrom and {prefix}DateTo must be given together",
-                             target=f"{prefix}DateFrom")
+            return api_error(
+                400,
+                "BadArgument",
+                f"{prefix}DateFrom and {prefix}DateTo must be given together",
+                target=f"{prefix}DateFrom",
+            )
         start, end = _parse_moment(raw_from), _parse_moment(raw_to)
         if start is None or end is None:
-            return api_error(400, "BadArgument", f"{prefix}DateFrom/{prefix}DateTo must be UTC date-times",
-                             target=f"{prefix}DateFrom")
+            return api_error(
+                400,
+                "BadArgument",
+                f"{prefix}DateFrom/{prefix}DateTo must be UTC date-times",
+                target=f"{prefix}DateFrom",
+            )
         if start >= end:
-            return api_error(400, "BadArgument", f"{prefix}DateFrom must be earlier than {prefix}DateTo",
-                             target=f"{prefix}DateFrom")
+            return api_error(
+                400, "BadArgument", f"{prefix}DateFrom must be earlier than {prefix}DateTo", target=f"{prefix}DateFrom"
+            )
         if end - start > LIST_WINDOW:
-            return api_error(400, "BadArgument", f"the {prefix} date range may span at most 31 days",
-                             target=f"{prefix}DateTo")
+            return api_error(
+                400, "BadArgument", f"the {prefix} date range may span at most 31 days", target=f"{prefix}DateTo"
+            )
         return start.timestamp(), end.timestamp()
 
     def list_documents(self, token: Token, params, now: float, search: bool) -> Response:
@@ -523,8 +638,12 @@ class Simulator:
         if isinstance(issued, Response):
             return issued
         if search and submitted is None and issued is None:
-            return api_error(400, "BadArgument", "either submissionDateFrom/To or issueDateFrom/To is required",
-                             target="submissionDateFrom")
+            return api_error(
+                400,
+                "BadArgument",
+                "either submissionDateFrom/To or issueDateFrom/To is required",
+                target="submissionDateFrom",
+            )
         page_no = _int_param(params, "pageNo", 1, 1, 1_000_000)
         if isinstance(page_no, Response):
             return page_no
@@ -536,7 +655,9 @@ class Simulator:
             return api_error(400, "BadArgument", "InvoiceDirection must be Sent or Received", target="InvoiceDirection")
         status = params.get("status") or ""
         if status and status not in ("Valid", "Invalid", "Cancelled", "Submitted"):
-            return api_error(400, "BadArgument", "status must be Valid, Invalid, Cancelled or Submitted", target="status")
+            return api_error(
+                400, "BadArgument", "status must be Valid, Invalid, Cancelled or Submitted", target="status"
+            )
         document_type = params.get("documentType") or ""
         if document_type and document_type not in code_table("EInvoiceTypes"):
             return api_error(400, "BadArgument", "documentType must be an e-invoice type code", target="documentType")
@@ -585,9 +706,18 @@ class Simulator:
                 continue
             if issuer_tin and document.issuer_tin != issuer_tin:
                 continue
-            if lowered and not any(lowered in str(v).lower() for v in (
-                    document.uuid, document.buyer_tin, document.supplier_tin, document.buyer_name,
-                    document.supplier_name, document.internal_id, document.totals[3])):
+            if lowered and not any(
+                lowered in str(v).lower()
+                for v in (
+                    document.uuid,
+                    document.buyer_tin,
+                    document.supplier_tin,
+                    document.buyer_name,
+                    document.supplier_name,
+                    document.internal_id,
+                    document.totals[3],
+                )
+            ):
                 continue
             if document.received_at > indexed_before:
                 hidden = True  # it would have matched: only the indexing lag hides it
@@ -598,12 +728,14 @@ class Simulator:
             self.stats.count_fault("search_lag")
         matches.sort(key=lambda d: d.received_at, reverse=True)
         matches = matches[:MAX_LISTED]
-        page = matches[(page_no - 1) * page_size: page_no * page_size]
+        page = matches[(page_no - 1) * page_size : page_no * page_size]
         spelling = self.config.search_tin_spelling if search else "Tin"
-        return CompactJSONResponse({
-            "result": [self._list_item(d, now, spelling) for d in page],
-            "metadata": {"totalPages": math.ceil(len(matches) / page_size), "totalCount": len(matches)},
-        })
+        return CompactJSONResponse(
+            {
+                "result": [self._list_item(d, now, spelling) for d in page],
+                "metadata": {"totalPages": math.ceil(len(matches) / page_size), "totalCount": len(matches)},
+            }
+        )
 
     # -- taxpayer APIs -----------------------------------------------------------------------
 
@@ -612,8 +744,9 @@ class Simulator:
         if not is_well_formed_tin(tin):
             return api_error(400, "BadArgument", f"{tin} is not a well-formed TIN", target="tin")
         if id_type not in ID_TYPES or not id_value:
-            return api_error(400, "BadArgument", "idType (NRIC, PASSPORT, BRN or ARMY) and idValue are required",
-                             target="idType")
+            return api_error(
+                400, "BadArgument", "idType (NRIC, PASSPORT, BRN or ARMY) and idValue are required", target="idType"
+            )
         known = self.taxpayers_by_tin.get(tin)
         if known is not None:
             if id_type == "BRN" and id_value == known.brn:
@@ -628,11 +761,15 @@ class Simulator:
         id_type, id_value = params.get("idType") or "", params.get("idValue") or ""
         file_type = params.get("fileType") or ""
         if not name and not (id_type and id_value):
-            return api_error(400, "BadArgument", "taxpayerName or idType with idValue is required", target="taxpayerName")
+            return api_error(
+                400, "BadArgument", "taxpayerName or idType with idValue is required", target="taxpayerName"
+            )
         if id_type and id_type not in ID_TYPES:
             return api_error(400, "BadArgument", "idType must be NRIC, PASSPORT, BRN or ARMY", target="idType")
         if file_type and file_type not in ("1", "2"):
-            return api_error(400, "BadArgument", "fileType must be 1 (individual) or 2 (non-individual)", target="fileType")
+            return api_error(
+                400, "BadArgument", "fileType must be 1 (individual) or 2 (non-individual)", target="fileType"
+            )
         found = []
         for taxpayer in self.taxpayers_by_tin.values():
             if name and name not in taxpayer.name.lower():
@@ -645,21 +782,41 @@ class Simulator:
         if not found:
             return api_error(404, "NotFound", "No taxpayer matches the search criteria", target="taxpayerName")
         if len(found) > 1:
-            return api_error(400, "BadArgument", "Search criteria in not conclusive, more than one TIN matches",
-                             target="taxpayerName")
+            return api_error(
+                400,
+                "BadArgument",
+                "Search criteria in not conclusive, more than one TIN matches",
+                target="taxpayerName",
+            )
         return CompactJSONResponse({"tin": found[0]})
 
     def qr_info(self, qr_text: str, now: float) -> Response:
         for taxpayer in self.taxpayers_by_tin.values():
             code = qr_code_text(taxpayer.tin)
             if qr_text in (code, base64.b64decode(code).decode()):
-                return CompactJSONResponse({
-                    "tin": taxpayer.tin, "name": taxpayer.name, "idType": "BRN", "idNumber": taxpayer.brn,
-                    "sst": "NA", "email": None, "contactNumber": None, "ttx": "NA",
-                    "businessActivityDescriptionBM": None, "businessActivityDescriptionEN": None, "msic": None,
-                    "addressLine0": None, "addressLine1": None, "addressLine2": None, "postalZone": None,
-                    "city": None, "state": None, "country": "MYS", "generatedTimestamp": iso(now),
-                })
+                return CompactJSONResponse(
+                    {
+                        "tin": taxpayer.tin,
+                        "name": taxpayer.name,
+                        "idType": "BRN",
+                        "idNumber": taxpayer.brn,
+                        "sst": "NA",
+                        "email": None,
+                        "contactNumber": None,
+                        "ttx": "NA",
+                        "businessActivityDescriptionBM": None,
+                        "businessActivityDescriptionEN": None,
+                        "msic": None,
+                        "addressLine0": None,
+                        "addressLine1": None,
+                        "addressLine2": None,
+                        "postalZone": None,
+                        "city": None,
+                        "state": None,
+                        "country": "MYS",
+                        "generatedTimestamp": iso(now),
+                    }
+                )
         return api_error(404, "NotFound", "No taxpayer has this QR code", target="qrCodeText")
 
     # -- statistics --------------------------------------------------------------------------

@@ -61,15 +61,49 @@ class Document:
     """One accepted document. Slotted and flat to keep 100,000 of them small."""
 
     __slots__ = (
-        "uuid", "submission_uid", "internal_id", "type_code", "version", "issuer_tin", "issuer_name",
-        "receiver_tin", "receiver_name", "receiver_id", "issued_at", "received_at", "ready_at", "valid",
-        "totals", "problems", "raw", "format", "principal", "created_by", "cancelled_at", "reject_requested_at",
-        "status_reason", "referenced_uuids", "supplier_tin", "supplier_name", "buyer_tin", "buyer_name",
+        "buyer_name",
+        "buyer_tin",
+        "cancelled_at",
+        "created_by",
+        "format",
+        "internal_id",
+        "issued_at",
+        "issuer_name",
+        "issuer_tin",
+        "principal",
+        "problems",
+        "raw",
+        "ready_at",
+        "received_at",
+        "receiver_id",
+        "receiver_name",
+        "receiver_tin",
+        "referenced_uuids",
+        "reject_requested_at",
+        "status_reason",
+        "submission_uid",
+        "supplier_name",
+        "supplier_tin",
+        "totals",
+        "type_code",
+        "uuid",
+        "valid",
+        "version",
     )
 
-    def __init__(self, uuid: str, submission_uid: str, facts: DocumentFacts, received_at: float, ready_at: float,
-                 problems: list[Problem], raw: bytes | None, document_format: str,
-                 principal: tuple[str, str | None], created_by: str) -> None:
+    def __init__(
+        self,
+        uuid: str,
+        submission_uid: str,
+        facts: DocumentFacts,
+        received_at: float,
+        ready_at: float,
+        problems: list[Problem],
+        raw: bytes | None,
+        document_format: str,
+        principal: tuple[str, str | None],
+        created_by: str,
+    ) -> None:
         self.uuid = uuid
         self.submission_uid = submission_uid
         # Parties, codes and names repeat across thousands of documents: keep one copy of each.
@@ -90,8 +124,12 @@ class Document:
         self.received_at = received_at
         self.ready_at = ready_at
         self.valid = not problems
-        self.totals = (facts.total_excluding_tax, facts.total_discount, facts.total_net_amount,
-                       facts.total_payable_amount)
+        self.totals = (
+            facts.total_excluding_tax,
+            facts.total_discount,
+            facts.total_net_amount,
+            facts.total_payable_amount,
+        )
         self.problems = tuple(problems) if problems else ()
         self.raw = zlib.compress(raw, 1) if raw is not None else None
         self.format = sys.intern(document_format)

@@ -14,8 +14,8 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
-from datetime import datetime, timedelta, timezone
 
 from connector_core.codes import code_table
 
@@ -169,7 +169,7 @@ def _issued_at(date: str, time: str) -> datetime | None:
     if not _DATE.fullmatch(date) or not _TIME.fullmatch(time):
         return None
     try:
-        return datetime.fromisoformat(f"{date}T{time[:-1]}").replace(tzinfo=timezone.utc)
+        return datetime.fromisoformat(f"{date}T{time[:-1]}").replace(tzinfo=UTC)
     except ValueError:
         return None
 
@@ -261,39 +261,69 @@ class _Checker:
         for name, node in (("AccountingSupplierParty", supplier), ("AccountingCustomerParty", buyer)):
             if node is None:
                 self.add(
-                    STRUCTURE, "CF001", f"ArrayItemNotValid: #/Invoice[0]/{name} is missing or malformed",
-                    f"Struktur tidak sah: {name}", name, f"#/Invoice[0]/{name}",
+                    STRUCTURE,
+                    "CF001",
+                    f"ArrayItemNotValid: #/Invoice[0]/{name} is missing or malformed",
+                    f"Struktur tidak sah: {name}",
+                    name,
+                    f"#/Invoice[0]/{name}",
                 )
 
     def core_header(self) -> None:
         inv, facts = self.invoice, self.facts
         internal_id = self.require(inv, ("ID",), "e-Invoice code/number")
         if internal_id and len(internal_id) > 50:
-            self.add(CORE, "CF302", "e-Invoice code/number exceeds 50 characters",
-                     "Kod/nombor e-Invois melebihi 50 aksara", "ID", "Invoice.ID")
+            self.add(
+                CORE,
+                "CF302",
+                "e-Invoice code/number exceeds 50 characters",
+                "Kod/nombor e-Invois melebihi 50 aksara",
+                "ID",
+                "Invoice.ID",
+            )
         self.require(inv, ("IssueDate",), "Issue date")
         self.require(inv, ("IssueTime",), "Issue time")
         self.require(inv, ("InvoiceTypeCode",), "e-Invoice type code")
         if not facts.version:
-            self.add(CORE, "CF301", "e-Invoice version (listVersionID) is required", "Versi e-Invois diperlukan",
-                     "listVersionID", "Invoice.InvoiceTypeCode.listVersionID")
+            self.add(
+                CORE,
+                "CF301",
+                "e-Invoice version (listVersionID) is required",
+                "Versi e-Invois diperlukan",
+                "listVersionID",
+                "Invoice.InvoiceTypeCode.listVersionID",
+            )
         self.require(inv, ("DocumentCurrencyCode",), "Invoice currency code")
         self.require(inv, ("TaxTotal", "TaxAmount"), "Total tax amount")
         subtotals = children(child(inv, "TaxTotal"), "TaxSubtotal")
         if not subtotals:
-            self.add(CORE, "CF301", "At least one tax subtotal is required", "Sekurang-kurangnya satu subjumlah cukai diperlukan",
-                     "TaxSubtotal", "Invoice.TaxTotal.TaxSubtotal")
+            self.add(
+                CORE,
+                "CF301",
+                "At least one tax subtotal is required",
+                "Sekurang-kurangnya satu subjumlah cukai diperlukan",
+                "TaxSubtotal",
+                "Invoice.TaxTotal.TaxSubtotal",
+            )
         for subtotal in subtotals:
             self._tax_subtotal(subtotal, "Invoice.TaxTotal.TaxSubtotal")
-        for name, label in (("TaxExclusiveAmount", "Total excluding tax"), ("TaxInclusiveAmount", "Total including tax"),
-                            ("PayableAmount", "Total payable amount")):
+        for name, label in (
+            ("TaxExclusiveAmount", "Total excluding tax"),
+            ("TaxInclusiveAmount", "Total including tax"),
+            ("PayableAmount", "Total payable amount"),
+        ):
             self.require(inv, ("LegalMonetaryTotal", name), label)
         if facts.type_code in NOTE_TYPES:
             refs = [r for b in children(inv, "BillingReference") for r in children(b, "InvoiceDocumentReference")]
             if not refs or not all(text(r, "ID") and text(r, "UUID") for r in refs):
-                self.add(CORE, "CF307", "Original e-Invoice reference (ID and UUID) is required for a note",
-                         "Rujukan e-Invois asal (ID dan UUID) diperlukan", "InvoiceDocumentReference",
-                         "Invoice.BillingReference.InvoiceDocumentReference")
+                self.add(
+                    CORE,
+                    "CF307",
+                    "Original e-Invoice reference (ID and UUID) is required for a note",
+                    "Rujukan e-Invois asal (ID dan UUID) diperlukan",
+                    "InvoiceDocumentReference",
+                    "Invoice.BillingReference.InvoiceDocumentReference",
+                )
         self._issue_moment()
 
     def _issue_moment(self) -> None:
@@ -301,17 +331,34 @@ class _Checker:
         if not facts.issue_date or not facts.issue_time:
             return
         if facts.issued_at is None:
-            self.add(CORE, "CF303", "Issue date must be YYYY-MM-DD and issue time HH:MM:SSZ (UTC)",
-                     "Format tarikh/masa pengeluaran tidak sah", "IssueDate", "Invoice.IssueDate")
+            self.add(
+                CORE,
+                "CF303",
+                "Issue date must be YYYY-MM-DD and issue time HH:MM:SSZ (UTC)",
+                "Format tarikh/masa pengeluaran tidak sah",
+                "IssueDate",
+                "Invoice.IssueDate",
+            )
             return
         age = self.received_at - facts.issued_at
         if age > timedelta(hours=self.config.max_issue_age_hours):
-            self.add(CORE, "CF321", "Issuance date time value of the document is too old and cannot be submitted",
-                     "Tarikh dan masa pengeluaran dokumen terlalu lama dan tidak boleh dihantar", "IssueDate",
-                     "Invoice.IssueDate")
+            self.add(
+                CORE,
+                "CF321",
+                "Issuance date time value of the document is too old and cannot be submitted",
+                "Tarikh dan masa pengeluaran dokumen terlalu lama dan tidak boleh dihantar",
+                "IssueDate",
+                "Invoice.IssueDate",
+            )
         elif -age > timedelta(seconds=self.config.future_tolerance_seconds):
-            self.add(CORE, "CF322", "Document issuance date and time is in the future",
-                     "Tarikh dan masa pengeluaran dokumen adalah pada masa hadapan", "IssueDate", "Invoice.IssueDate")
+            self.add(
+                CORE,
+                "CF322",
+                "Document issuance date and time is in the future",
+                "Tarikh dan masa pengeluaran dokumen adalah pada masa hadapan",
+                "IssueDate",
+                "Invoice.IssueDate",
+            )
 
     def _tax_subtotal(self, subtotal: Node, where: str) -> None:
         self._paths[id(subtotal)] = where
@@ -323,45 +370,88 @@ class _Checker:
         if party is None:
             return
         name = self.require(party, ("PartyLegalEntity", "RegistrationName"), f"Name - {role}")
-        tin_scheme, tin = _party_id(party, ("TIN",))
+        _tin_scheme, tin = _party_id(party, ("TIN",))
         where = self._where(party)
         if name and len(name) > MAX_NAME:
-            self.add(CORE, "CF330", f"Name - {role} exceeds {MAX_NAME} characters",
-                     f"Nama - {role} melebihi {MAX_NAME} aksara", "RegistrationName",
-                     f"{where}.PartyLegalEntity.RegistrationName")
+            self.add(
+                CORE,
+                "CF330",
+                f"Name - {role} exceeds {MAX_NAME} characters",
+                f"Nama - {role} melebihi {MAX_NAME} aksara",
+                "RegistrationName",
+                f"{where}.PartyLegalEntity.RegistrationName",
+            )
         _, sst = _party_id(party, ("SST",))
         if sst and len(sst) > MAX_SST:
-            self.add(CORE, "CF333", f"SST registration number - {role} exceeds {MAX_SST} characters",
-                     f"Nombor pendaftaran SST - {role} melebihi {MAX_SST} aksara", "ID",
-                     f"{where}.PartyIdentification.ID")
+            self.add(
+                CORE,
+                "CF333",
+                f"SST registration number - {role} exceeds {MAX_SST} characters",
+                f"Nombor pendaftaran SST - {role} melebihi {MAX_SST} aksara",
+                "ID",
+                f"{where}.PartyIdentification.ID",
+            )
         telephone = text(party, "Contact", "Telephone")
         if telephone and not (relaxed and telephone.strip().upper() == "NA"):
             if len(telephone) > MAX_TELEPHONE or not _TELEPHONE.fullmatch(telephone):
                 code = "CF351" if role == "BUYER" else "CF350"
-                self.add(CORE, code, f"Contact number - {role} '{telephone}' is not valid: at most {MAX_TELEPHONE} "
-                         "characters, digits with an optional leading + (E.164), no spaces or letters",
-                         f"Nombor telefon - {role} '{telephone}' tidak sah", "Telephone", f"{where}.Contact.Telephone")
+                self.add(
+                    CORE,
+                    code,
+                    f"Contact number - {role} '{telephone}' is not valid: at most {MAX_TELEPHONE} "
+                    "characters, digits with an optional leading + (E.164), no spaces or letters",
+                    f"Nombor telefon - {role} '{telephone}' tidak sah",
+                    "Telephone",
+                    f"{where}.Contact.Telephone",
+                )
         if not tin:
-            self.add(CORE, "CF301", f"TIN - {role} is required", f"TIN - {role} diperlukan", "PartyIdentification",
-                     f"{where}.PartyIdentification")
-        scheme, value = _party_id(party, ID_SCHEMES)
+            self.add(
+                CORE,
+                "CF301",
+                f"TIN - {role} is required",
+                f"TIN - {role} diperlukan",
+                "PartyIdentification",
+                f"{where}.PartyIdentification",
+            )
+        _scheme, value = _party_id(party, ID_SCHEMES)
         if not value:
-            self.add(CORE, "CF301", f"Registration / identification number - {role} is required (BRN, NRIC, PASSPORT or ARMY)",
-                     f"Nombor pendaftaran / pengenalan - {role} diperlukan", "PartyIdentification",
-                     f"{where}.PartyIdentification")
+            self.add(
+                CORE,
+                "CF301",
+                f"Registration / identification number - {role} is required (BRN, NRIC, PASSPORT or ARMY)",
+                f"Nombor pendaftaran / pengenalan - {role} diperlukan",
+                "PartyIdentification",
+                f"{where}.PartyIdentification",
+            )
         if role == "SUPPLIER":
             msic = child(party, "IndustryClassificationCode")
             if msic is None or not text(msic):
-                self.add(CORE, "CF301", "MSIC code - SUPPLIER is required", "Kod MSIC - PEMBEKAL diperlukan",
-                         "IndustryClassificationCode", f"{where}.IndustryClassificationCode")
+                self.add(
+                    CORE,
+                    "CF301",
+                    "MSIC code - SUPPLIER is required",
+                    "Kod MSIC - PEMBEKAL diperlukan",
+                    "IndustryClassificationCode",
+                    f"{where}.IndustryClassificationCode",
+                )
             elif not str(msic.get("name", "")).strip():
-                self.add(CORE, "CF301", "Business activity description - SUPPLIER is required",
-                         "Perihalan aktiviti perniagaan - PEMBEKAL diperlukan", "name",
-                         f"{where}.IndustryClassificationCode.name")
+                self.add(
+                    CORE,
+                    "CF301",
+                    "Business activity description - SUPPLIER is required",
+                    "Perihalan aktiviti perniagaan - PEMBEKAL diperlukan",
+                    "name",
+                    f"{where}.IndustryClassificationCode.name",
+                )
             elif len(str(msic.get("name", ""))) > MAX_BUSINESS_ACTIVITY:
-                self.add(CORE, "CF331", f"Business activity description - SUPPLIER exceeds {MAX_BUSINESS_ACTIVITY} characters",
-                         f"Perihalan aktiviti perniagaan - PEMBEKAL melebihi {MAX_BUSINESS_ACTIVITY} aksara", "name",
-                         f"{where}.IndustryClassificationCode.name")
+                self.add(
+                    CORE,
+                    "CF331",
+                    f"Business activity description - SUPPLIER exceeds {MAX_BUSINESS_ACTIVITY} characters",
+                    f"Perihalan aktiviti perniagaan - PEMBEKAL melebihi {MAX_BUSINESS_ACTIVITY} aksara",
+                    "name",
+                    f"{where}.IndustryClassificationCode.name",
+                )
         if relaxed:
             return
         self.require(party, ("PostalAddress", "AddressLine", "Line"), f"Address - {role}")
@@ -374,27 +464,54 @@ class _Checker:
     def core_lines(self) -> None:
         lines = children(self.invoice, "InvoiceLine")
         if not lines:
-            self.add(CORE, "CF306", "At least one invoice line is required", "Sekurang-kurangnya satu baris invois diperlukan",
-                     "InvoiceLine", "Invoice.InvoiceLine")
+            self.add(
+                CORE,
+                "CF306",
+                "At least one invoice line is required",
+                "Sekurang-kurangnya satu baris invois diperlukan",
+                "InvoiceLine",
+                "Invoice.InvoiceLine",
+            )
         for index, line in enumerate(lines):
             where = f"Invoice.InvoiceLine[{index}]"
             self._paths[id(line)] = where
-            classes = [c for cc in children(child(line, "Item"), "CommodityClassification")
-                       for c in children(cc, "ItemClassificationCode") if c.get("listID") == "CLASS"]
+            classes = [
+                c
+                for cc in children(child(line, "Item"), "CommodityClassification")
+                for c in children(cc, "ItemClassificationCode")
+                if c.get("listID") == "CLASS"
+            ]
             if not classes:
-                self.add(CORE, "CF301", "Classification code (listID CLASS) is required", "Kod klasifikasi diperlukan",
-                         "ItemClassificationCode", f"{where}.Item.CommodityClassification")
+                self.add(
+                    CORE,
+                    "CF301",
+                    "Classification code (listID CLASS) is required",
+                    "Kod klasifikasi diperlukan",
+                    "ItemClassificationCode",
+                    f"{where}.Item.CommodityClassification",
+                )
             description = self.require(line, ("Item", "Description"), "Description of product or service")
             if description and len(description) > MAX_DESCRIPTION:
-                self.add(CORE, "CF332", f"Description of product or service exceeds {MAX_DESCRIPTION} characters",
-                         f"Perihalan produk atau perkhidmatan melebihi {MAX_DESCRIPTION} aksara", "Description",
-                         f"{where}.Item.Description")
+                self.add(
+                    CORE,
+                    "CF332",
+                    f"Description of product or service exceeds {MAX_DESCRIPTION} characters",
+                    f"Perihalan produk atau perkhidmatan melebihi {MAX_DESCRIPTION} aksara",
+                    "Description",
+                    f"{where}.Item.Description",
+                )
             self.require(line, ("Price", "PriceAmount"), "Unit price")
             self.require(line, ("TaxTotal", "TaxAmount"), "Tax amount of the line")
             subtotals = children(child(line, "TaxTotal"), "TaxSubtotal")
             if not subtotals:
-                self.add(CORE, "CF301", "Tax subtotal of the line is required", "Subjumlah cukai baris diperlukan",
-                         "TaxSubtotal", f"{where}.TaxTotal.TaxSubtotal")
+                self.add(
+                    CORE,
+                    "CF301",
+                    "Tax subtotal of the line is required",
+                    "Subjumlah cukai baris diperlukan",
+                    "TaxSubtotal",
+                    f"{where}.TaxTotal.TaxSubtotal",
+                )
             for sub_index, subtotal in enumerate(subtotals):
                 self._tax_subtotal(subtotal, f"{where}.TaxTotal.TaxSubtotal[{sub_index}]")
             self.require(line, ("ItemPriceExtension", "Amount"), "Subtotal")
@@ -405,8 +522,15 @@ class _Checker:
         # signature is present but cannot verify it against a licensed CA.
         if self.facts.version in SIGNED_VERSIONS:
             if child(self.invoice, "Signature") is None or child(self.invoice, "UBLExtensions") is None:
-                self.add(SIGNATURE, "DS301", "Document signature is missing (UBLExtensions and Signature are required "
-                         f"for version {self.facts.version})", "Tandatangan dokumen tiada", "Signature", "Invoice.Signature")
+                self.add(
+                    SIGNATURE,
+                    "DS301",
+                    "Document signature is missing (UBLExtensions and Signature are required "
+                    f"for version {self.facts.version})",
+                    "Tandatangan dokumen tiada",
+                    "Signature",
+                    "Invoice.Signature",
+                )
 
     def taxpayers(self) -> None:
         facts = self.facts
@@ -418,17 +542,34 @@ class _Checker:
             if not tin:
                 continue
             if not is_well_formed_tin(tin):
-                self.add(TAXPAYER, "TX301", f"TIN - {role} '{tin}' is not a well-formed TIN",
-                         f"TIN - {role} '{tin}' tidak sah", "TIN", f"Invoice.Accounting{'Supplier' if role == 'SUPPLIER' else 'Customer'}Party.Party.PartyIdentification")
+                self.add(
+                    TAXPAYER,
+                    "TX301",
+                    f"TIN - {role} '{tin}' is not a well-formed TIN",
+                    f"TIN - {role} '{tin}' tidak sah",
+                    "TIN",
+                    f"Invoice.Accounting{'Supplier' if role == 'SUPPLIER' else 'Customer'}Party.Party.PartyIdentification",
+                )
             elif tin in GENERAL_TINS and tin not in allowed_general:
-                self.add(TAXPAYER, "TX302", f"General TIN {tin} cannot be used as {role} on a document of type {facts.type_code}",
-                         f"TIN am {tin} tidak boleh digunakan sebagai {role}", "TIN",
-                         f"Invoice.Accounting{'Supplier' if role == 'SUPPLIER' else 'Customer'}Party.Party.PartyIdentification")
+                self.add(
+                    TAXPAYER,
+                    "TX302",
+                    f"General TIN {tin} cannot be used as {role} on a document of type {facts.type_code}",
+                    f"TIN am {tin} tidak boleh digunakan sebagai {role}",
+                    "TIN",
+                    f"Invoice.Accounting{'Supplier' if role == 'SUPPLIER' else 'Customer'}Party.Party.PartyIdentification",
+                )
         delivery = child(self.invoice, "Delivery", "DeliveryParty")
         _, recipient_tin = _party_id(delivery, ("TIN",))
         if recipient_tin and recipient_tin.upper() != "NA" and not is_well_formed_tin(recipient_tin):
-            self.add(TAXPAYER, "TX301", f"TIN - SHIPPING RECIPIENT '{recipient_tin}' is not a well-formed TIN",
-                     f"TIN - PENERIMA '{recipient_tin}' tidak sah", "TIN", "Invoice.Delivery.DeliveryParty.PartyIdentification")
+            self.add(
+                TAXPAYER,
+                "TX301",
+                f"TIN - SHIPPING RECIPIENT '{recipient_tin}' is not a well-formed TIN",
+                f"TIN - PENERIMA '{recipient_tin}' tidak sah",
+                "TIN",
+                "Invoice.Delivery.DeliveryParty.PartyIdentification",
+            )
 
     def references(self) -> None:
         # Originals issued before e-invoicing have no MyInvois UUID ("NA" is accepted); the
@@ -439,53 +580,133 @@ class _Checker:
         if value is None or value == "":
             return
         if value not in code_table(table):
-            self.add(CODES, code, f"{label} '{value}' is not in the {table} code list",
-                     f"{label} '{value}' tiada dalam senarai kod", name, path)
+            self.add(
+                CODES,
+                code,
+                f"{label} '{value}' is not in the {table} code list",
+                f"{label} '{value}' tiada dalam senarai kod",
+                name,
+                path,
+            )
 
     def codes(self, supplier: Node | None, buyer: Node | None) -> None:
         inv, facts = self.invoice, self.facts
-        self._code("EInvoiceTypes", facts.type_code, "e-Invoice type", "InvoiceTypeCode", "Invoice.InvoiceTypeCode", "CD401")
+        self._code(
+            "EInvoiceTypes", facts.type_code, "e-Invoice type", "InvoiceTypeCode", "Invoice.InvoiceTypeCode", "CD401"
+        )
         if facts.version and facts.version not in KNOWN_VERSIONS:
-            self.add(CODES, "CD402", f"e-Invoice version '{facts.version}' is not supported", "Versi e-Invois tidak disokong",
-                     "listVersionID", "Invoice.InvoiceTypeCode.listVersionID")
-        self._code("CurrencyCodes", facts.currency, "Currency", "DocumentCurrencyCode", "Invoice.DocumentCurrencyCode", "CD403")
-        self._code("CurrencyCodes", text(inv, "TaxCurrencyCode"), "Currency", "TaxCurrencyCode", "Invoice.TaxCurrencyCode", "CD403")
+            self.add(
+                CODES,
+                "CD402",
+                f"e-Invoice version '{facts.version}' is not supported",
+                "Versi e-Invois tidak disokong",
+                "listVersionID",
+                "Invoice.InvoiceTypeCode.listVersionID",
+            )
+        self._code(
+            "CurrencyCodes", facts.currency, "Currency", "DocumentCurrencyCode", "Invoice.DocumentCurrencyCode", "CD403"
+        )
+        self._code(
+            "CurrencyCodes",
+            text(inv, "TaxCurrencyCode"),
+            "Currency",
+            "TaxCurrencyCode",
+            "Invoice.TaxCurrencyCode",
+            "CD403",
+        )
         for index, subtotal in enumerate(children(child(inv, "TaxTotal"), "TaxSubtotal")):
-            self._code("TaxTypes", text(subtotal, "TaxCategory", "ID"), "Tax type", "TaxCategory",
-                       f"Invoice.TaxTotal.TaxSubtotal[{index}].TaxCategory.ID", "CD404")
-        for role, party, path in (("SUPPLIER", supplier, "Invoice.AccountingSupplierParty.Party"),
-                                  ("BUYER", buyer, "Invoice.AccountingCustomerParty.Party")):
+            self._code(
+                "TaxTypes",
+                text(subtotal, "TaxCategory", "ID"),
+                "Tax type",
+                "TaxCategory",
+                f"Invoice.TaxTotal.TaxSubtotal[{index}].TaxCategory.ID",
+                "CD404",
+            )
+        for role, party, path in (
+            ("SUPPLIER", supplier, "Invoice.AccountingSupplierParty.Party"),
+            ("BUYER", buyer, "Invoice.AccountingCustomerParty.Party"),
+        ):
             address = child(party, "PostalAddress")
-            self._code("StateCodes", text(address, "CountrySubentityCode"), f"State - {role}", "CountrySubentityCode",
-                       f"{path}.PostalAddress.CountrySubentityCode", "CD405")
-            self._code("CountryCodes", text(address, "Country", "IdentificationCode"), f"Country - {role}",
-                       "IdentificationCode", f"{path}.PostalAddress.Country.IdentificationCode", "CD406")
+            self._code(
+                "StateCodes",
+                text(address, "CountrySubentityCode"),
+                f"State - {role}",
+                "CountrySubentityCode",
+                f"{path}.PostalAddress.CountrySubentityCode",
+                "CD405",
+            )
+            self._code(
+                "CountryCodes",
+                text(address, "Country", "IdentificationCode"),
+                f"Country - {role}",
+                "IdentificationCode",
+                f"{path}.PostalAddress.Country.IdentificationCode",
+                "CD406",
+            )
             self._state_not_applicable(role, party, address, path)
         delivery = child(inv, "Delivery", "DeliveryParty")
-        self._state_not_applicable("SHIPPING RECIPIENT", delivery, child(delivery, "PostalAddress"),
-                                   "Invoice.Delivery.DeliveryParty")
-        self._code("MSICSubCategoryCodes", text(supplier, "IndustryClassificationCode"), "MSIC code",
-                   "IndustryClassificationCode", "Invoice.AccountingSupplierParty.Party.IndustryClassificationCode", "CD407")
+        self._state_not_applicable(
+            "SHIPPING RECIPIENT", delivery, child(delivery, "PostalAddress"), "Invoice.Delivery.DeliveryParty"
+        )
+        self._code(
+            "MSICSubCategoryCodes",
+            text(supplier, "IndustryClassificationCode"),
+            "MSIC code",
+            "IndustryClassificationCode",
+            "Invoice.AccountingSupplierParty.Party.IndustryClassificationCode",
+            "CD407",
+        )
         for index, means in enumerate(children(inv, "PaymentMeans")):
-            self._code("PaymentMethods", text(means, "PaymentMeansCode"), "Payment mode", "PaymentMeansCode",
-                       f"Invoice.PaymentMeans[{index}].PaymentMeansCode", "CD408")
+            self._code(
+                "PaymentMethods",
+                text(means, "PaymentMeansCode"),
+                "Payment mode",
+                "PaymentMeansCode",
+                f"Invoice.PaymentMeans[{index}].PaymentMeansCode",
+                "CD408",
+            )
         for index, line in enumerate(children(inv, "InvoiceLine")):
             where = f"Invoice.InvoiceLine[{index}]"
             for cc in children(child(line, "Item"), "CommodityClassification"):
                 for code in children(cc, "ItemClassificationCode"):
                     if code.get("listID") == "CLASS":
-                        self._code("ClassificationCodes", text(code), "Classification", "ItemClassificationCode",
-                                   f"{where}.Item.CommodityClassification.ItemClassificationCode", "CD409")
+                        self._code(
+                            "ClassificationCodes",
+                            text(code),
+                            "Classification",
+                            "ItemClassificationCode",
+                            f"{where}.Item.CommodityClassification.ItemClassificationCode",
+                            "CD409",
+                        )
             quantity = child(line, "InvoicedQuantity")
             if quantity and quantity.get("unitCode"):
-                self._code("UnitTypes", str(quantity["unitCode"]), "Unit of measurement", "unitCode",
-                           f"{where}.InvoicedQuantity.unitCode", "CD410")
+                self._code(
+                    "UnitTypes",
+                    str(quantity["unitCode"]),
+                    "Unit of measurement",
+                    "unitCode",
+                    f"{where}.InvoicedQuantity.unitCode",
+                    "CD410",
+                )
             for sub_index, subtotal in enumerate(children(child(line, "TaxTotal"), "TaxSubtotal")):
-                self._code("TaxTypes", text(subtotal, "TaxCategory", "ID"), "Tax type", "TaxCategory",
-                           f"{where}.TaxTotal.TaxSubtotal[{sub_index}].TaxCategory.ID", "CD404")
+                self._code(
+                    "TaxTypes",
+                    text(subtotal, "TaxCategory", "ID"),
+                    "Tax type",
+                    "TaxCategory",
+                    f"{where}.TaxTotal.TaxSubtotal[{sub_index}].TaxCategory.ID",
+                    "CD404",
+                )
             origin = text(child(line, "Item"), "OriginCountry", "IdentificationCode")
-            self._code("CountryCodes", origin, "Country of origin", "IdentificationCode",
-                       f"{where}.Item.OriginCountry.IdentificationCode", "CD406")
+            self._code(
+                "CountryCodes",
+                origin,
+                "Country of origin",
+                "IdentificationCode",
+                f"{where}.Item.OriginCountry.IdentificationCode",
+                "CD406",
+            )
 
     def _state_not_applicable(self, role: str, party: Node | None, address: Node | None, path: str) -> None:
         """State 17 ("not applicable") on a Malaysian address is refused since 30 Apr 2026, except for
@@ -497,10 +718,15 @@ class _Checker:
         _, tin = _party_id(party, ("TIN",))
         if tin == GENERAL_PUBLIC_TIN:
             return
-        self.add(CODES, "CD411", f"State - {role} '17' (not applicable) is only allowed for a foreign address or the "
-                 "general public on a consolidated e-invoice; this address is in Malaysia",
-                 f"Negeri - {role} '17' hanya dibenarkan untuk alamat luar negara atau orang awam (e-Invois disatukan)",
-                 "CountrySubentityCode", f"{path}.PostalAddress.CountrySubentityCode")
+        self.add(
+            CODES,
+            "CD411",
+            f"State - {role} '17' (not applicable) is only allowed for a foreign address or the "
+            "general public on a consolidated e-invoice; this address is in Malaysia",
+            f"Negeri - {role} '17' hanya dibenarkan untuk alamat luar negara atau orang awam (e-Invois disatukan)",
+            "CountrySubentityCode",
+            f"{path}.PostalAddress.CountrySubentityCode",
+        )
 
     def currency(self) -> None:
         facts = self.facts
@@ -509,19 +735,30 @@ class _Checker:
         rate = child(self.invoice, "TaxExchangeRate")
         calculation_rate = number(rate, "CalculationRate")
         if rate is None or calculation_rate is None or calculation_rate <= 0:
-            self.add(CURRENCY, "CF501", f"Currency exchange rate is required when the invoice currency is {facts.currency}",
-                     f"Kadar pertukaran mata wang diperlukan untuk {facts.currency}", "TaxExchangeRate",
-                     "Invoice.TaxExchangeRate.CalculationRate")
+            self.add(
+                CURRENCY,
+                "CF501",
+                f"Currency exchange rate is required when the invoice currency is {facts.currency}",
+                f"Kadar pertukaran mata wang diperlukan untuk {facts.currency}",
+                "TaxExchangeRate",
+                "Invoice.TaxExchangeRate.CalculationRate",
+            )
             return
         source, target = text(rate, "SourceCurrencyCode"), text(rate, "TargetCurrencyCode")
         if source != facts.currency or target != "MYR":
-            self.add(CURRENCY, "CF502", f"Exchange rate must convert {facts.currency} to MYR (got {source} to {target})",
-                     "Kadar pertukaran mesti daripada mata wang invois kepada MYR", "TaxExchangeRate",
-                     "Invoice.TaxExchangeRate")
+            self.add(
+                CURRENCY,
+                "CF502",
+                f"Exchange rate must convert {facts.currency} to MYR (got {source} to {target})",
+                "Kadar pertukaran mesti daripada mata wang invois kepada MYR",
+                "TaxExchangeRate",
+                "Invoice.TaxExchangeRate",
+            )
 
 
-def check_document(invoice: Node, facts: DocumentFacts, received_at: datetime,
-                   config: ValidationConfig) -> list[Problem]:
+def check_document(
+    invoice: Node, facts: DocumentFacts, received_at: datetime, config: ValidationConfig
+) -> list[Problem]:
     """Every step except the duplicate check (which needs the store); ``facts`` from read_facts."""
     return _Checker(invoice, facts, received_at, config).run()
 
@@ -561,16 +798,18 @@ def validation_steps(problems: tuple[Problem, ...] | list[Problem], final_status
             steps.append({"name": name, "status": "Valid"})
             continue
         label = name.split("-", 1)[1]
-        steps.append({
-            "name": name,
-            "status": "Invalid",
-            "error": {
-                "propertyName": None,
-                "propertyPath": None,
-                "errorCode": f"Error{index + 1:02d}",
-                "error": label,
-                "errorMS": label,
-                "innerError": [_error(p) for p in found],
-            },
-        })
+        steps.append(
+            {
+                "name": name,
+                "status": "Invalid",
+                "error": {
+                    "propertyName": None,
+                    "propertyPath": None,
+                    "errorCode": f"Error{index + 1:02d}",
+                    "error": label,
+                    "errorMS": label,
+                    "innerError": [_error(p) for p in found],
+                },
+            }
+        )
     return steps

@@ -38,11 +38,19 @@ def _inbox(options: CsvSourceOptions) -> SourceCheck:
                 "or correct the path, or mount the share it is on"
             )
         verdict = _folder("inbox", inbox, "invoice files are read")
-        return verdict if verdict.status == "fail" else SourceCheck.passed(f"inbox {inbox} does not exist yet; the first run creates it from seed_dir")
+        return (
+            verdict
+            if verdict.status == "fail"
+            else SourceCheck.passed(f"inbox {inbox} does not exist yet; the first run creates it from seed_dir")
+        )
     if not inbox.is_dir():
-        return SourceCheck.failed(f"option inbox: {inbox} is not a folder; set inbox to the folder the ERP drops CSV files into")
+        return SourceCheck.failed(
+            f"option inbox: {inbox} is not a folder; set inbox to the folder the ERP drops CSV files into"
+        )
     if not os.access(inbox, os.R_OK | os.X_OK):
-        return SourceCheck.failed(f"option inbox: {inbox} cannot be read by this user; give it read access to the folder")
+        return SourceCheck.failed(
+            f"option inbox: {inbox} cannot be read by this user; give it read access to the folder"
+        )
     files = sorted(path for path in inbox.glob(options.pattern) if path.is_file())
     if not files:
         return SourceCheck.passed(f"inbox {inbox} is readable; no file matches {options.pattern!r} yet")
@@ -50,7 +58,9 @@ def _inbox(options: CsvSourceOptions) -> SourceCheck:
     try:
         item = next(iter(read_file(first, company=options.company, delimiter=options.delimiter)), None)
     except OSError as exc:
-        return SourceCheck.failed(f"option inbox: cannot read {first}: {exc.strerror or exc}; give this user read access to it")
+        return SourceCheck.failed(
+            f"option inbox: cannot read {first}: {exc.strerror or exc}; give this user read access to it"
+        )
     if item is None:
         read = "it holds no invoice"
     elif isinstance(item, Invoice):
@@ -70,7 +80,9 @@ def _nearest_existing(path: Path) -> Path:
 def _folder(option: str, folder: Path, what: str) -> SourceCheck:
     if folder.exists():
         if not folder.is_dir():
-            return SourceCheck.failed(f"option {option}: {folder} is not a folder; set {option} to the folder where {what}")
+            return SourceCheck.failed(
+                f"option {option}: {folder} is not a folder; set {option} to the folder where {what}"
+            )
         if not os.access(folder, os.W_OK | os.X_OK):
             return SourceCheck.failed(f"option {option}: this user cannot write to {folder}; give it write access")
         return SourceCheck.passed(f"{option} {folder} is writable")
@@ -86,9 +98,13 @@ def _folder(option: str, folder: Path, what: str) -> SourceCheck:
 def _outbox(outbox: Path) -> SourceCheck:
     if outbox.exists():
         if not outbox.is_file():
-            return SourceCheck.failed(f"option outbox: {outbox} is not a file; set outbox to the CSV file results are appended to")
+            return SourceCheck.failed(
+                f"option outbox: {outbox} is not a file; set outbox to the CSV file results are appended to"
+            )
         if not os.access(outbox, os.W_OK):
-            return SourceCheck.failed(f"option outbox: this user cannot write to {outbox}; give it write access (results go there)")
+            return SourceCheck.failed(
+                f"option outbox: this user cannot write to {outbox}; give it write access (results go there)"
+            )
         return SourceCheck.passed(f"outbox {outbox} is writable")
     folder = _folder("outbox", outbox.parent, "results are written")
     if folder.status == "fail":
@@ -98,5 +114,7 @@ def _outbox(outbox: Path) -> SourceCheck:
 
 def _seed(seed_dir: Path, pattern: str) -> SourceCheck:
     if not seed_dir.is_dir() or not os.access(seed_dir, os.R_OK | os.X_OK):
-        return SourceCheck.failed(f"option seed_dir: {seed_dir} is not a readable folder; fix the path or remove seed_dir")
+        return SourceCheck.failed(
+            f"option seed_dir: {seed_dir} is not a readable folder; fix the path or remove seed_dir"
+        )
     return SourceCheck.passed(f"seed_dir {seed_dir}: {len(list(seed_dir.glob(pattern)))} demo file(s)")

@@ -12,7 +12,9 @@ from connector_core.model import Party
 class CsvSourceOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    inbox: Path = Field(description="Folder the ERP drops invoice CSV files into. It must exist (unless seed_dir is set).")
+    inbox: Path = Field(
+        description="Folder the ERP drops invoice CSV files into. It must exist (unless seed_dir is set)."
+    )
     archive: Path = Field(description="Folder processed files are moved to (created if missing).")
     outbox: Path = Field(description="CSV file results are appended to (created with a header if missing).")
     pattern: str = Field(

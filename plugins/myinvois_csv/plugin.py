@@ -122,7 +122,11 @@ class _Scan:
 
 
 def _yield_invoices(
-    options: CsvSourceOptions, scans: list[_Scan], files: dict[Path, _InboxFile], origins: dict[str, list[Path]], limit: int
+    options: CsvSourceOptions,
+    scans: list[_Scan],
+    files: dict[Path, _InboxFile],
+    origins: dict[str, list[Path]],
+    limit: int,
 ) -> Iterator[Invoice | RejectedRecord]:
     # Keys recorded from a file in an earlier fetch whose file still waits for the rest.
     todo = {scan.path: scan.keys - files[scan.path].recorded for scan in scans}
@@ -132,10 +136,16 @@ def _yield_invoices(
             origins.setdefault(key, []).append(scan.path)
     yielded = 0
     for scan in scans:
-        parsed = _parse_unchanged(scan.path, scan.identity, delimiter=options.delimiter, name=scan.name, shown=scan.shown)
+        parsed = _parse_unchanged(
+            scan.path, scan.identity, delimiter=options.delimiter, name=scan.name, shown=scan.shown
+        )
         if parsed is None or parsed.source_keys != scan.keys:
             # Rewritten since the first pass (the writer ignored the conventions): next fetch.
-            log.info("%s changed while it was read; it is read again once it has not changed for %g s", scan.path, options.settle_seconds)
+            log.info(
+                "%s changed while it was read; it is read again once it has not changed for %g s",
+                scan.path,
+                options.settle_seconds,
+            )
             with _lock:
                 files.pop(scan.path, None)
             continue
@@ -231,9 +241,15 @@ def _scan_complete_files(source_name: str, options: CsvSourceOptions) -> list[_S
             reserved.add(entry.archive_to)
         # Shown as the clerk would type it: "config/../var" (a config-relative path) reads as "var".
         shown = os.path.normpath(entry.archive_to)
-        parsed = _parse_unchanged(path, entry.identity, delimiter=options.delimiter, name=f"{options.inbox.name}/{path.name}", shown=shown)
+        parsed = _parse_unchanged(
+            path, entry.identity, delimiter=options.delimiter, name=f"{options.inbox.name}/{path.name}", shown=shown
+        )
         if parsed is None:
-            log.info("%s changed while it was read; it is read again once it has not changed for %g s", path, options.settle_seconds)
+            log.info(
+                "%s changed while it was read; it is read again once it has not changed for %g s",
+                path,
+                options.settle_seconds,
+            )
             del files[path]
             continue
         entry.keys = parsed.source_keys
@@ -246,7 +262,9 @@ def _scan_complete_files(source_name: str, options: CsvSourceOptions) -> list[_S
     return scans
 
 
-def _parse_unchanged(path: Path, identity: tuple[int, int], *, delimiter: str, name: str, shown: str) -> ParsedFile | None:
+def _parse_unchanged(
+    path: Path, identity: tuple[int, int], *, delimiter: str, name: str, shown: str
+) -> ParsedFile | None:
     """The file parsed, or None if it changed (size or modification time) or went away
     before or while it was read."""
     try:

@@ -97,7 +97,16 @@ DOCUMENT_TYPE_NAMES = {
 CENT = Decimal("0.01")
 
 #: Party model field -> the CSV column it comes from, for error messages.
-_PARTY_COLUMN = {"id_type": "party_id_type", "lines": "party_address1", "city": "party_city", "state": "party_state", "country": "party_country", "postal_zone": "party_postcode", "msic_code": "party_msic", "business_activity": "party_activity"}
+_PARTY_COLUMN = {
+    "id_type": "party_id_type",
+    "lines": "party_address1",
+    "city": "party_city",
+    "state": "party_state",
+    "country": "party_country",
+    "postal_zone": "party_postcode",
+    "msic_code": "party_msic",
+    "business_activity": "party_activity",
+}
 
 
 class RowError(ValueError):
@@ -156,7 +165,9 @@ class ParsedFile:
         return self.rejected_file is None and not self.rejected_rows and not self.groups
 
 
-def read_file(path: Path, *, company: Party, delimiter: str = ",", display_name: str | None = None) -> Iterator[Invoice | RejectedRecord]:
+def read_file(
+    path: Path, *, company: Party, delimiter: str = ",", display_name: str | None = None
+) -> Iterator[Invoice | RejectedRecord]:
     """Yield each invoice of ``path`` (or a RejectedRecord naming what is wrong with it)."""
     name = display_name or path.name
     yield from build_invoices(parse_file(path, delimiter=delimiter, name=name, shown=name), company=company)
@@ -168,7 +179,9 @@ def parse_file(path: Path, *, delimiter: str, name: str, shown: str) -> ParsedFi
     try:
         text = path.read_text(encoding="utf-8-sig")  # -sig: Excel writes a byte-order mark
     except UnicodeDecodeError as exc:
-        parsed.rejected_file = _file_rejected(parsed, f"is not UTF-8 text (byte {exc.start}); save it as 'CSV UTF-8' and drop it in the inbox again")
+        parsed.rejected_file = _file_rejected(
+            parsed, f"is not UTF-8 text (byte {exc.start}); save it as 'CSV UTF-8' and drop it in the inbox again"
+        )
         return parsed
     if not text.strip():
         parsed.rejected_file = _file_rejected(
@@ -191,7 +204,8 @@ def parse_file(path: Path, *, delimiter: str, name: str, shown: str) -> ParsedFi
     unknown = [c for c in columns if c and c not in KNOWN_COLUMNS]
     if unknown:
         parsed.rejected_file = _file_rejected(
-            parsed, f"has unknown column(s) {', '.join(repr(c) for c in unknown)}; check their spelling against docs/plugin-csv.md"
+            parsed,
+            f"has unknown column(s) {', '.join(repr(c) for c in unknown)}; check their spelling against docs/plugin-csv.md",
         )
         return parsed
 
@@ -210,7 +224,9 @@ def parse_file(path: Path, *, delimiter: str, name: str, shown: str) -> ParsedFi
             if ragged:
                 errors.append(ragged)
             parsed.rejected_rows.append(
-                RejectedRecord(source_key=f"{name}#row={row_number}", location=f"{shown} row {row_number}", errors=errors)
+                RejectedRecord(
+                    source_key=f"{name}#row={row_number}", location=f"{shown} row {row_number}", errors=errors
+                )
             )
             continue
         group = parsed.groups.setdefault(number, _Group(number))
@@ -220,7 +236,9 @@ def parse_file(path: Path, *, delimiter: str, name: str, shown: str) -> ParsedFi
     return parsed
 
 
-def build_invoices(parsed: ParsedFile, *, company: Party, only: set[str] | None = None) -> Iterator[Invoice | RejectedRecord]:
+def build_invoices(
+    parsed: ParsedFile, *, company: Party, only: set[str] | None = None
+) -> Iterator[Invoice | RejectedRecord]:
     """The invoices of a parsed file (those numbered in ``only``, if given), rejected rows first."""
     if parsed.rejected_file is not None:
         yield parsed.rejected_file
@@ -301,9 +319,20 @@ def _invoice_from_group(group: _Group, *, name: str, company: Party) -> Invoice 
     document_type, counterparty, fields = head
     supplier, buyer = (counterparty, company) if document_type.is_self_billed else (company, counterparty)
     try:
-        return Invoice(source_key=group.number, number=group.number, document_type=document_type, supplier=supplier, buyer=buyer, lines=lines, **fields)
+        return Invoice(
+            source_key=group.number,
+            number=group.number,
+            document_type=document_type,
+            supplier=supplier,
+            buyer=buyer,
+            lines=lines,
+            **fields,
+        )
     except ValidationError as exc:
-        problems = [f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors(include_input=False, include_url=False)]
+        problems = [
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}"
+            for e in exc.errors(include_input=False, include_url=False)
+        ]
         return RejectedRecord(source_key=group.number, number=group.number, location=location, errors=problems)
 
 
@@ -414,7 +443,9 @@ def _decimal(row: dict[str, str], column: str, *, required: bool) -> Decimal | N
     try:
         value = Decimal(text.replace(" ", ""))
     except InvalidOperation:
-        raise RowError(f"{column} {text!r} is not a number; write it with a dot for decimals and no thousands separator, e.g. 1250.00") from None
+        raise RowError(
+            f"{column} {text!r} is not a number; write it with a dot for decimals and no thousands separator, e.g. 1250.00"
+        ) from None
     if not value.is_finite():
         raise RowError(f"{column} {text!r} is not a number; write it like 1250.00")
     return value

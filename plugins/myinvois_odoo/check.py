@@ -46,7 +46,9 @@ def _write_right(odoo: OdooSource, options: OdooSourceOptions) -> SourceCheck:
     try:
         allowed = odoo.client.execute("account.move", "check_access_rights", "write", raise_exception=False)
     except OdooCallError as exc:
-        return SourceCheck.unknown(f"write-back: Odoo did not say whether {options.login!r} may modify invoices ({exc.odoo_message})")
+        return SourceCheck.unknown(
+            f"write-back: Odoo did not say whether {options.login!r} may modify invoices ({exc.odoo_message})"
+        )
     if not allowed:
         return SourceCheck.failed(
             f"write-back: Odoo user {options.login!r} may not modify invoices (account.move); "

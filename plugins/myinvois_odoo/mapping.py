@@ -31,9 +31,28 @@ DOCUMENT_TYPES = {
 #: ISO alpha-2 (Odoo's res.country.code) to alpha-3 for countries whose English names differ
 #: between Odoo and LHDN's CountryCodes table; the others are matched by name.
 ALPHA3_BY_ALPHA2 = {
-    "MY": "MYS", "SG": "SGP", "ID": "IDN", "TH": "THA", "BN": "BRN", "PH": "PHL", "VN": "VNM", "CN": "CHN",
-    "HK": "HKG", "TW": "TWN", "JP": "JPN", "KR": "KOR", "IN": "IND", "AU": "AUS", "NZ": "NZL", "US": "USA",
-    "GB": "GBR", "DE": "DEU", "FR": "FRA", "NL": "NLD", "AE": "ARE", "SA": "SAU",
+    "MY": "MYS",
+    "SG": "SGP",
+    "ID": "IDN",
+    "TH": "THA",
+    "BN": "BRN",
+    "PH": "PHL",
+    "VN": "VNM",
+    "CN": "CHN",
+    "HK": "HKG",
+    "TW": "TWN",
+    "JP": "JPN",
+    "KR": "KOR",
+    "IN": "IND",
+    "AU": "AUS",
+    "NZ": "NZL",
+    "US": "USA",
+    "GB": "GBR",
+    "DE": "DEU",
+    "FR": "FRA",
+    "NL": "NLD",
+    "AE": "ARE",
+    "SA": "SAU",
 }
 
 
@@ -123,26 +142,36 @@ class MoveMapper:
         self.options = options
         self.f = options.fields
 
-    def _party(self, partner_id: int | None, role: str, related: Related, problems: _Problems, move: dict[str, Any]) -> dict[str, Any]:
+    def _party(
+        self, partner_id: int | None, role: str, related: Related, problems: _Problems, move: dict[str, Any]
+    ) -> dict[str, Any]:
         f = self.f
         partner = related.partners.get(partner_id) if partner_id else None
         if partner is None:
             problems.messages.append(f"field partner_id is empty; choose the {role}")
             return {}
         required = {
-            f.partner_tin_field: (f"partner_tin_field", f"fill in the {role}'s TIN (e.g. C58101234560) on the contact"),
-            f.partner_id_value_field: ("partner_id_value_field", f"fill in the {role}'s BRN or ID number ('NA' if none) on the contact"),
+            f.partner_tin_field: ("partner_tin_field", f"fill in the {role}'s TIN (e.g. C58101234560) on the contact"),
+            f.partner_id_value_field: (
+                "partner_id_value_field",
+                f"fill in the {role}'s BRN or ID number ('NA' if none) on the contact",
+            ),
             "street": (None, f"fill in the {role}'s street on the contact"),
             "city": (None, f"fill in the {role}'s city on the contact"),
         }
         if role == "supplier":
-            required[f.partner_msic_field] = ("partner_msic_field", "fill in the supplier's 5-digit MSIC code (e.g. 46510) on the contact")
+            required[f.partner_msic_field] = (
+                "partner_msic_field",
+                "fill in the supplier's 5-digit MSIC code (e.g. 46510) on the contact",
+            )
         for name, (option, fix) in required.items():
             if name and not text(partner.get(name)):
                 problems.field("res.partner", partner, name, option, fix)
         phone = text(partner.get("phone")) or text(partner.get("mobile"))
         if not phone:
-            problems.field("res.partner", partner, "phone", None, f"fill in the {role}'s phone (or mobile) number on the contact")
+            problems.field(
+                "res.partner", partner, "phone", None, f"fill in the {role}'s phone (or mobile) number on the contact"
+            )
         country = related.countries.get(many2one_id(partner.get("country_id")) or 0)
         alpha3 = country_alpha3(country) if country else "MYS"
         if alpha3 is None:
@@ -152,7 +181,9 @@ class MoveMapper:
             )
         state = state_code(many2one_name(partner.get("state_id")), alpha3 or "MYS")
         if state is None:
-            problems.field("res.partner", partner, "state_id", None, f"choose the {role}'s Malaysian state on the contact")
+            problems.field(
+                "res.partner", partner, "state_id", None, f"choose the {role}'s Malaysian state on the contact"
+            )
 
         def optional(option: str) -> str | None:
             name = getattr(f, option)
@@ -178,7 +209,9 @@ class MoveMapper:
             "email": text(partner.get("email")),
         }
 
-    def _line(self, line: dict[str, Any], move: dict[str, Any], related: Related, problems: _Problems, position: int) -> dict[str, Any]:
+    def _line(
+        self, line: dict[str, Any], move: dict[str, Any], related: Related, problems: _Problems, position: int
+    ) -> dict[str, Any]:
         f = self.f
         quantity = odoo_decimal(line.get("quantity"))
         price_unit = odoo_decimal(line.get("price_unit"))
@@ -194,8 +227,13 @@ class MoveMapper:
         codes = codes or self.options.default_classification
         if not codes:
             if product is not None:
-                problems.field("product.product", product, f.product_classification_field, "product_classification_field",
-                               "fill in the product's 3-digit MyInvois classification code (e.g. 022)")
+                problems.field(
+                    "product.product",
+                    product,
+                    f.product_classification_field,
+                    "product_classification_field",
+                    "fill in the product's 3-digit MyInvois classification code (e.g. 022)",
+                )
             else:
                 problems.messages.append(
                     f"account.move.line {line['id']} (line {position} of {move.get('name')}): has no product, so no classification "
@@ -206,12 +244,25 @@ class MoveMapper:
         line_taxes = [related.taxes[t] for t in line.get("tax_ids") or [] if t in related.taxes]
         tax_total = total - subtotal
         if not line_taxes:
-            taxes.append({"tax_type": self.options.untaxed_tax_type, "rate": Decimal("0"), "taxable_amount": subtotal, "tax_amount": tax_total})
+            taxes.append(
+                {
+                    "tax_type": self.options.untaxed_tax_type,
+                    "rate": Decimal("0"),
+                    "taxable_amount": subtotal,
+                    "tax_amount": tax_total,
+                }
+            )
         remaining = tax_total
         for index, tax in enumerate(line_taxes):
             tax_type = text(tax.get(f.tax_type_field))
             if not tax_type:
-                problems.field("account.tax", tax, f.tax_type_field, "tax_type_field", "fill in the tax's MyInvois tax type (01 sales, 02 service, 06 not applicable, E exempt)")
+                problems.field(
+                    "account.tax",
+                    tax,
+                    f.tax_type_field,
+                    "tax_type_field",
+                    "fill in the tax's MyInvois tax type (01 sales, 02 service, 06 not applicable, E exempt)",
+                )
             rate = odoo_decimal(tax.get("amount")) if tax.get("amount_type") == "percent" else None
             if index == len(line_taxes) - 1:
                 amount = remaining  # the last tax takes the rounding difference, so taxes add up to Odoo's total
@@ -224,7 +275,9 @@ class MoveMapper:
 
         description = text(line.get("name")) or (text(product.get("display_name")) if product else None)
         if not description:
-            problems.messages.append(f"account.move.line {line['id']} (line {position} of {move.get('name')}): field name (label) is empty; describe the line")
+            problems.messages.append(
+                f"account.move.line {line['id']} (line {position} of {move.get('name')}): field name (label) is empty; describe the line"
+            )
         return {
             "line_id": str(position),
             "description": (description or "").splitlines()[0][:300] if description else "",
@@ -247,7 +300,10 @@ class MoveMapper:
         supplier = self._party(supplier_id, "supplier", related, problems, move)
         buyer = self._party(buyer_id, "buyer", related, problems, move)
 
-        lines = [self._line(line, move, related, problems, position) for position, line in enumerate(related.lines.get(move["id"], []), start=1)]
+        lines = [
+            self._line(line, move, related, problems, position)
+            for position, line in enumerate(related.lines.get(move["id"], []), start=1)
+        ]
         if not lines:
             problems.messages.append("the document has no product lines; add at least one invoice line")
 
@@ -260,12 +316,19 @@ class MoveMapper:
                 # Odoo's rate is units of the currency per one unit of the company currency (MYR).
                 exchange_rate = (1 / rate).quantize(Decimal("0.000001"), ROUND_HALF_UP)
             else:
-                problems.messages.append(f"res.currency {currency.get('id')} ({currency_name}): field rate is empty; enter today's rate for {currency_name}")
+                problems.messages.append(
+                    f"res.currency {currency.get('id')} ({currency_name}): field rate is empty; enter today's rate for {currency_name}"
+                )
 
         originals = []
         original = related.originals.get(many2one_id(move.get("reversed_entry_id")) or 0)
         if original is not None:
-            originals.append({"internal_id": text(original.get("name")) or str(original["id"]), "uuid": text(original.get(self.f.move_uuid_field))})
+            originals.append(
+                {
+                    "internal_id": text(original.get("name")) or str(original["id"]),
+                    "uuid": text(original.get(self.f.move_uuid_field)),
+                }
+            )
 
         fields = {
             "source_key": key,
@@ -298,5 +361,8 @@ class MoveMapper:
             source_key=key,
             number=number,
             location=location,
-            errors=[*problems.messages, f"After correcting it, set its field {self.f.move_status_field} to 'pending' (or empty) to have it sent again."],
+            errors=[
+                *problems.messages,
+                f"After correcting it, set its field {self.f.move_status_field} to 'pending' (or empty) to have it sent again.",
+            ],
         )

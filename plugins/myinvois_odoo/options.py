@@ -23,28 +23,55 @@ class OdooFieldMapping(BaseModel):
 
     # res.partner: customers, vendors and the company's own partner.
     partner_tin_field: str = Field(default="x_tin", description="res.partner field holding the TIN.")
-    partner_id_value_field: str = Field(default="x_brn", description="res.partner field holding the BRN (or NRIC/passport number).")
-    partner_id_type_field: str = Field(default="", description="res.partner field holding BRN/NRIC/PASSPORT/ARMY; empty: always BRN.")
-    partner_sst_field: str = Field(default="x_sst", description="res.partner field holding the SST registration; empty value means 'NA'.")
+    partner_id_value_field: str = Field(
+        default="x_brn", description="res.partner field holding the BRN (or NRIC/passport number)."
+    )
+    partner_id_type_field: str = Field(
+        default="", description="res.partner field holding BRN/NRIC/PASSPORT/ARMY; empty: always BRN."
+    )
+    partner_sst_field: str = Field(
+        default="x_sst", description="res.partner field holding the SST registration; empty value means 'NA'."
+    )
     partner_ttx_field: str = Field(default="", description="res.partner field holding the tourism tax registration.")
-    partner_msic_field: str = Field(default="x_msic_code", description="res.partner field holding the 5-digit MSIC code.")
-    partner_business_activity_field: str = Field(default="x_business_activity", description="res.partner field holding the business activity.")
+    partner_msic_field: str = Field(
+        default="x_msic_code", description="res.partner field holding the 5-digit MSIC code."
+    )
+    partner_business_activity_field: str = Field(
+        default="x_business_activity", description="res.partner field holding the business activity."
+    )
     # product.product (custom fields of product.template are readable on variants too).
-    product_classification_field: str = Field(default="x_myinvois_class", description="product field holding the 3-digit classification code(s).")
+    product_classification_field: str = Field(
+        default="x_myinvois_class", description="product field holding the 3-digit classification code(s)."
+    )
     # account.tax
-    tax_type_field: str = Field(default="x_myinvois_tax_type", description="account.tax field holding the MyInvois tax type (01, 02, 06, E ...).")
+    tax_type_field: str = Field(
+        default="x_myinvois_tax_type",
+        description="account.tax field holding the MyInvois tax type (01, 02, 06, E ...).",
+    )
     # account.move: where the connector writes the outcome.
-    move_status_field: str = Field(default="x_myinvois_status", description="account.move field: empty/pending, queued, valid, invalid, ...")
-    move_uuid_field: str = Field(default="x_myinvois_uuid", description="account.move field receiving the MyInvois UUID.")
-    move_long_id_field: str = Field(default="x_myinvois_long_id", description="account.move field receiving the long id.")
-    move_validation_link_field: str = Field(default="x_myinvois_validation_link", description="account.move field receiving the validation link.")
-    move_version_field: str = Field(default="x_myinvois_version", description="account.move integer field: the version the status belongs to.")
+    move_status_field: str = Field(
+        default="x_myinvois_status", description="account.move field: empty/pending, queued, valid, invalid, ..."
+    )
+    move_uuid_field: str = Field(
+        default="x_myinvois_uuid", description="account.move field receiving the MyInvois UUID."
+    )
+    move_long_id_field: str = Field(
+        default="x_myinvois_long_id", description="account.move field receiving the long id."
+    )
+    move_validation_link_field: str = Field(
+        default="x_myinvois_validation_link", description="account.move field receiving the validation link."
+    )
+    move_version_field: str = Field(
+        default="x_myinvois_version", description="account.move integer field: the version the status belongs to."
+    )
 
     @field_validator("*")
     @classmethod
-    def _odoo_field_name(cls, value: str, info) -> str:  # noqa: ANN001
+    def _odoo_field_name(cls, value: str, info) -> str:
         if value and not ODOO_FIELD_NAME.fullmatch(value):
-            raise ValueError(f"{info.field_name} = {value!r} is not an Odoo field name (lower-case letters, digits, underscores)")
+            raise ValueError(
+                f"{info.field_name} = {value!r} is not an Odoo field name (lower-case letters, digits, underscores)"
+            )
         return value
 
 
@@ -70,19 +97,33 @@ class OdooSourceOptions(BaseModel):
     login: str = Field(description="Login of the Odoo user the connector acts as.")
     api_key: Secret = Field(description="That user's API key (Preferences > Account Security > New API Key).")
     protocol: Literal["xmlrpc", "jsonrpc"] = Field(default="xmlrpc", description="Odoo external API flavour.")
-    timeout_seconds: float = Field(default=30.0, gt=0, le=600, description="Give up on one Odoo request after this long.")
+    timeout_seconds: float = Field(
+        default=30.0, gt=0, le=600, description="Give up on one Odoo request after this long."
+    )
     page_size: int = Field(default=100, ge=1, le=1000, description="Invoices read per request; bounds memory use.")
-    include_vendor_bills: bool = Field(default=False, description="Also send posted vendor bills and refunds as self-billed documents (11/12).")
-    company_ids: list[int] = Field(default_factory=list, description="Only these companies' documents; empty: every company the user sees.")
-    untaxed_tax_type: str = Field(default="06", description="Tax type of a line without any Odoo tax ('06' = not applicable).")
-    default_classification: str = Field(default="", description="Classification code for lines whose product has none; empty: such lines are refused.")
-    fields: OdooFieldMapping = Field(default_factory=OdooFieldMapping, description="Where the MyInvois data lives in Odoo.")
+    include_vendor_bills: bool = Field(
+        default=False, description="Also send posted vendor bills and refunds as self-billed documents (11/12)."
+    )
+    company_ids: list[int] = Field(
+        default_factory=list, description="Only these companies' documents; empty: every company the user sees."
+    )
+    untaxed_tax_type: str = Field(
+        default="06", description="Tax type of a line without any Odoo tax ('06' = not applicable)."
+    )
+    default_classification: str = Field(
+        default="", description="Classification code for lines whose product has none; empty: such lines are refused."
+    )
+    fields: OdooFieldMapping = Field(
+        default_factory=OdooFieldMapping, description="Where the MyInvois data lives in Odoo."
+    )
 
     @field_validator("url")
     @classmethod
     def _http_url(cls, value: str) -> str:
         if not re.fullmatch(r"https?://[^\s/?#]+(:\d+)?/?", value):
-            raise ValueError("must be Odoo's base URL like https://erp.example.com or http://127.0.0.1:8069, without a path")
+            raise ValueError(
+                "must be Odoo's base URL like https://erp.example.com or http://127.0.0.1:8069, without a path"
+            )
         return value.rstrip("/")
 
     @field_validator("fields")

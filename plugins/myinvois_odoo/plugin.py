@@ -24,7 +24,11 @@ def _odoo(source: Source) -> OdooSource:
 
 @hookimpl
 def register_source_kinds(register: Callable[..., None]) -> None:
-    register(KIND, OdooSourceOptions, description="Posted invoices, credit notes and vendor bills from Odoo 16-18 (XML-RPC or JSON-RPC)")
+    register(
+        KIND,
+        OdooSourceOptions,
+        description="Posted invoices, credit notes and vendor bills from Odoo 16-18 (XML-RPC or JSON-RPC)",
+    )
 
 
 @hookimpl

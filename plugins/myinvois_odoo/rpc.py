@@ -17,7 +17,12 @@ import httpx
 from myinvois_odoo.options import OdooSourceOptions
 
 #: Odoo's XML-RPC fault codes (odoo/service/wsgi_server.py) and the exceptions they stand for.
-_FAULT_NAMES = {1: "application error", 2: "odoo.exceptions.UserError", 3: "odoo.exceptions.AccessDenied", 4: "odoo.exceptions.AccessError"}
+_FAULT_NAMES = {
+    1: "application error",
+    2: "odoo.exceptions.UserError",
+    3: "odoo.exceptions.AccessDenied",
+    4: "odoo.exceptions.AccessError",
+}
 
 SUPPORTED_MAJOR_VERSIONS = range(16, 19)
 
@@ -106,14 +111,21 @@ class _JsonRpc:
         self._ids = itertools.count(1)
 
     def call(self, service: str, method: str, args: list[Any], label: str) -> Any:
-        request = {"jsonrpc": "2.0", "method": "call", "params": {"service": service, "method": method, "args": args}, "id": next(self._ids)}
+        request = {
+            "jsonrpc": "2.0",
+            "method": "call",
+            "params": {"service": service, "method": method, "args": args},
+            "id": next(self._ids),
+        }
         response = self._client.post(self._url, json=request)
         if response.status_code != 200:
             raise OdooError(f"Odoo answered {label} with HTTP {response.status_code}")
         body = response.json()
         if "error" in body:
             data = body["error"].get("data") or {}
-            raise OdooCallError(data.get("name", "error"), data.get("message") or body["error"].get("message", ""), label)
+            raise OdooCallError(
+                data.get("name", "error"), data.get("message") or body["error"].get("message", ""), label
+            )
         return body.get("result")
 
     def close(self) -> None:
@@ -134,7 +146,9 @@ class OdooClient:
             return self._transport.call(service, method, args, label)
         except (OSError, httpx.HTTPError) as exc:
             # Connection refused, DNS, timeouts: the message names the URL, never the key.
-            raise OdooError(f"cannot reach Odoo at {self.options.url} ({type(exc).__name__}: {exc}); the next cycle tries again") from None
+            raise OdooError(
+                f"cannot reach Odoo at {self.options.url} ({type(exc).__name__}: {exc}); the next cycle tries again"
+            ) from None
 
     def authenticate(self) -> int:
         version = self._call("common", "version", [], "version()")
@@ -145,7 +159,10 @@ class OdooClient:
                 f"Odoo at {self.options.url} is version {version.get('server_version')}; this plugin needs Odoo 16 to 18"
             )
         uid = self._call(
-            "common", "authenticate", [self.options.database, self.options.login, self.options.api_key.get_secret_value(), {}], "authenticate"
+            "common",
+            "authenticate",
+            [self.options.database, self.options.login, self.options.api_key.get_secret_value(), {}],
+            "authenticate",
         )
         if not uid:
             raise OdooError(
@@ -162,7 +179,15 @@ class OdooClient:
         return self._call(
             "object",
             "execute_kw",
-            [self.options.database, self.uid, self.options.api_key.get_secret_value(), model, method, list(args), kwargs],
+            [
+                self.options.database,
+                self.uid,
+                self.options.api_key.get_secret_value(),
+                model,
+                method,
+                list(args),
+                kwargs,
+            ],
             label,
         )
 

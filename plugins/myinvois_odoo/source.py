@@ -18,7 +18,19 @@ log = logging.getLogger("myinvois_odoo")
 PENDING_STATUS = "pending"
 QUEUED_STATUS = "queued"
 
-PARTNER_FIELDS = ["name", "display_name", "street", "street2", "city", "zip", "state_id", "country_id", "phone", "mobile", "email"]
+PARTNER_FIELDS = [
+    "name",
+    "display_name",
+    "street",
+    "street2",
+    "city",
+    "zip",
+    "state_id",
+    "country_id",
+    "phone",
+    "mobile",
+    "email",
+]
 
 
 class OdooSource:
@@ -36,12 +48,23 @@ class OdooSource:
         f = self.f
         wanted = {
             "res.partner": [
-                "partner_tin_field", "partner_id_value_field", "partner_id_type_field", "partner_sst_field",
-                "partner_ttx_field", "partner_msic_field", "partner_business_activity_field",
+                "partner_tin_field",
+                "partner_id_value_field",
+                "partner_id_type_field",
+                "partner_sst_field",
+                "partner_ttx_field",
+                "partner_msic_field",
+                "partner_business_activity_field",
             ],
             "product.product": ["product_classification_field"],
             "account.tax": ["tax_type_field"],
-            "account.move": ["move_status_field", "move_uuid_field", "move_long_id_field", "move_validation_link_field", "move_version_field"],
+            "account.move": [
+                "move_status_field",
+                "move_uuid_field",
+                "move_long_id_field",
+                "move_validation_link_field",
+                "move_version_field",
+            ],
         }
         for model, options in wanted.items():
             names = {getattr(f, option): option for option in options if getattr(f, option)}
@@ -56,7 +79,9 @@ class OdooSource:
     # --- fetch ------------------------------------------------------------------------------------
 
     def _pending_domain(self, after_id: int) -> list[Any]:
-        move_types = ["out_invoice", "out_refund"] + (["in_invoice", "in_refund"] if self.options.include_vendor_bills else [])
+        move_types = ["out_invoice", "out_refund"] + (
+            ["in_invoice", "in_refund"] if self.options.include_vendor_bills else []
+        )
         status = self.f.move_status_field
         domain: list[Any] = [
             ("state", "=", "posted"),
@@ -80,7 +105,16 @@ class OdooSource:
                 "account.move",
                 "search_read",
                 self._pending_domain(after_id),
-                fields=["name", "move_type", "invoice_date", "partner_id", "company_id", "currency_id", "reversed_entry_id", "ref"],
+                fields=[
+                    "name",
+                    "move_type",
+                    "invoice_date",
+                    "partner_id",
+                    "company_id",
+                    "currency_id",
+                    "reversed_entry_id",
+                    "ref",
+                ],
                 limit=page_size,
                 order="id asc",
             )
@@ -97,7 +131,9 @@ class OdooSource:
     def _read(self, model: str, ids: set[int], fields: list[str]) -> dict[int, dict[str, Any]]:
         if not ids:
             return {}
-        return {row["id"]: row for row in self.client.execute(model, "read", sorted(ids), [name for name in fields if name])}
+        return {
+            row["id"]: row for row in self.client.execute(model, "read", sorted(ids), [name for name in fields if name])
+        }
 
     def _related(self, moves: list[dict[str, Any]]) -> Related:
         f = self.f
@@ -107,7 +143,17 @@ class OdooSource:
             "account.move.line",
             "search_read",
             [("move_id", "in", move_ids), ("display_type", "=", "product")],
-            fields=["move_id", "name", "product_id", "quantity", "price_unit", "discount", "price_subtotal", "price_total", "tax_ids"],
+            fields=[
+                "move_id",
+                "name",
+                "product_id",
+                "quantity",
+                "price_unit",
+                "discount",
+                "price_subtotal",
+                "price_total",
+                "tax_ids",
+            ],
             order="move_id asc, sequence asc, id asc",
         ):
             related.lines.setdefault(many2one_id(line["move_id"]) or 0, []).append(line)
@@ -115,10 +161,18 @@ class OdooSource:
         company_ids = _ids(many2one_id(move.get("company_id")) for move in moves)
         for company in self._read("res.company", company_ids, ["partner_id"]).values():
             related.company_partner[company["id"]] = many2one_id(company.get("partner_id")) or 0
-        partner_ids = _ids(many2one_id(move.get("partner_id")) for move in moves) | _ids(related.company_partner.values())
-        partner_fields = PARTNER_FIELDS + [
-            f.partner_tin_field, f.partner_id_value_field, f.partner_id_type_field, f.partner_sst_field,
-            f.partner_ttx_field, f.partner_msic_field, f.partner_business_activity_field,
+        partner_ids = _ids(many2one_id(move.get("partner_id")) for move in moves) | _ids(
+            related.company_partner.values()
+        )
+        partner_fields = [
+            *PARTNER_FIELDS,
+            f.partner_tin_field,
+            f.partner_id_value_field,
+            f.partner_id_type_field,
+            f.partner_sst_field,
+            f.partner_ttx_field,
+            f.partner_msic_field,
+            f.partner_business_activity_field,
         ]
         related.partners = self._read("res.partner", partner_ids, partner_fields)
         country_ids = _ids(many2one_id(p.get("country_id")) for p in related.partners.values())
@@ -126,12 +180,18 @@ class OdooSource:
 
         lines = [line for group in related.lines.values() for line in group]
         related.products = self._read(
-            "product.product", _ids(many2one_id(line.get("product_id")) for line in lines), ["display_name", f.product_classification_field]
+            "product.product",
+            _ids(many2one_id(line.get("product_id")) for line in lines),
+            ["display_name", f.product_classification_field],
         )
         related.taxes = self._read(
-            "account.tax", {tax for line in lines for tax in line.get("tax_ids") or []}, ["name", "amount", "amount_type", f.tax_type_field]
+            "account.tax",
+            {tax for line in lines for tax in line.get("tax_ids") or []},
+            ["name", "amount", "amount_type", f.tax_type_field],
         )
-        foreign = _ids(many2one_id(m.get("currency_id")) for m in moves if (m.get("currency_id") or [0, "MYR"])[1] != "MYR")
+        foreign = _ids(
+            many2one_id(m.get("currency_id")) for m in moves if (m.get("currency_id") or [0, "MYR"])[1] != "MYR"
+        )
         related.currencies = self._read("res.currency", foreign, ["name", "rate"])
         originals = _ids(many2one_id(m.get("reversed_entry_id")) for m in moves)
         related.originals = self._read("account.move", originals, ["name", f.move_uuid_field])
@@ -172,12 +232,19 @@ class OdooSource:
         self.client.authenticate()
         existing = {
             row["id"]: row
-            for row in self.client.execute("account.move", "search_read", [("id", "in", sorted(by_id))], fields=["name", f.move_version_field])
+            for row in self.client.execute(
+                "account.move", "search_read", [("id", "in", sorted(by_id))], fields=["name", f.move_version_field]
+            )
         }
         for move_id, outcome in sorted(by_id.items()):
             move = existing.get(move_id)
             if move is None:
-                log.warning("source %r: account.move %s (%s) no longer exists; outcome not written", self.name, move_id, outcome.number)
+                log.warning(
+                    "source %r: account.move %s (%s) no longer exists; outcome not written",
+                    self.name,
+                    move_id,
+                    outcome.number,
+                )
                 continue
             stored_version = int(move.get(f.move_version_field) or 0)
             if stored_version > outcome.version:
@@ -197,10 +264,16 @@ class OdooSource:
             # write and the post finds no message and posts it; a plain repeat finds it and stops.
             marker = chatter_marker(outcome)
             already = self.client.execute(
-                "mail.message", "search_count", [("model", "=", "account.move"), ("res_id", "=", move_id), ("body", "ilike", marker)]
+                "mail.message",
+                "search_count",
+                [("model", "=", "account.move"), ("res_id", "=", move_id), ("body", "ilike", marker)],
             )
             if not already:
-                kwargs: dict[str, Any] = {"body": chatter_body(outcome), "message_type": "comment", "subtype_xmlid": "mail.mt_note"}
+                kwargs: dict[str, Any] = {
+                    "body": chatter_body(outcome),
+                    "message_type": "comment",
+                    "subtype_xmlid": "mail.mt_note",
+                }
                 if self.client.major_version >= 17:
                     kwargs["body_is_html"] = True  # Odoo 17+ would otherwise show the markup as text
                 self.client.execute("account.move", "message_post", [move_id], **kwargs)
@@ -212,15 +285,17 @@ def chatter_marker(outcome: DocumentOutcome) -> str:
 
 def chatter_body(outcome: DocumentOutcome) -> str:
     """An internal note in words a clerk can act on (never e-mailed: subtype mail.mt_note)."""
+
     def e(value: str) -> str:
         return html.escape(value, quote=False)
+
     marker = f"<p><small>{e(chatter_marker(outcome))}</small></p>"
     if outcome.state is DocumentState.VALID:
         link = e(outcome.validation_link or "")
         href = html.escape(outcome.validation_link or "", quote=True)
         return (
             f"<p>MyInvois <b>validated</b> this document.</p>"
-            f"<p>UUID: {e(outcome.uuid or '')}<br/>Validation link: <a href=\"{href}\">{link}</a></p>"
+            f'<p>UUID: {e(outcome.uuid or "")}<br/>Validation link: <a href="{href}">{link}</a></p>'
             "<p>Print the validation link (or its QR code) on the document you send to the customer.</p>" + marker
         )
     if outcome.state is DocumentState.CANCELLED:
@@ -241,8 +316,7 @@ def chatter_body(outcome: DocumentOutcome) -> str:
         headline
         + f"<p>What to fix:</p><ul>{problems}</ul>"
         + "<p>Correct the document (reset to draft, fix, confirm), then set the MyInvois status field to "
-        "<i>pending</i> (or empty): the connector sends it again.</p>"
-        + marker
+        "<i>pending</i> (or empty): the connector sends it again.</p>" + marker
     )
 
 

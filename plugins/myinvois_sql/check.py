@@ -53,7 +53,9 @@ def _check_staging(store: StagingStore, conn: Connection) -> list[SourceCheck]:
     inspector = inspect(conn)
     if not inspector.has_table(options.header_table, schema=options.db_schema):
         if options.init_scripts:
-            unreadable = [str(script) for script in options.init_scripts if not os.access(script, os.R_OK) or not script.is_file()]
+            unreadable = [
+                str(script) for script in options.init_scripts if not os.access(script, os.R_OK) or not script.is_file()
+            ]
             if unreadable:
                 return [
                     SourceCheck.failed(
@@ -61,7 +63,11 @@ def _check_staging(store: StagingStore, conn: Connection) -> list[SourceCheck]:
                         f"read: {', '.join(unreadable)}; correct the path(s)"
                     )
                 ]
-            return [SourceCheck.passed(f"table {options.header_table} does not exist yet; the first run creates it with init_scripts")]
+            return [
+                SourceCheck.passed(
+                    f"table {options.header_table} does not exist yet; the first run creates it with init_scripts"
+                )
+            ]
         return [
             SourceCheck.failed(
                 f"table {options.header_table} does not exist; create the staging tables with config/sql/staging-*.sql "
@@ -92,7 +98,9 @@ def _update_right(store: StagingStore, conn: Connection) -> SourceCheck:
         allowed = conn.execute(text("SELECT has_table_privilege(:table, 'UPDATE')"), {"table": qualified}).scalar()
         user = conn.execute(text("SELECT current_user")).scalar()
         if not allowed:
-            return SourceCheck.failed(f"database user {user} may not UPDATE table {qualified}; GRANT UPDATE ON {qualified} TO {user}")
+            return SourceCheck.failed(
+                f"database user {user} may not UPDATE table {qualified}; GRANT UPDATE ON {qualified} TO {user}"
+            )
         return SourceCheck.passed(f"write-back: user {user} may UPDATE table {qualified}")
     if dialect == "sqlite":
         database = conn.engine.url.database
@@ -107,5 +115,7 @@ def _update_right(store: StagingStore, conn: Connection) -> SourceCheck:
 def _check_queries(store: QueryStore, conn: Connection) -> list[SourceCheck]:
     return [
         SourceCheck.passed(f"ran queries.pending_headers and queries.lines: {_read_one_page(store, conn)}"),
-        SourceCheck.unknown("write-back: queries.write_result is not run by doctor (it would write); it runs on the first outcome"),
+        SourceCheck.unknown(
+            "write-back: queries.write_result is not run by doctor (it would write); it runs on the first outcome"
+        ),
     ]

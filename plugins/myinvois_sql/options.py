@@ -20,7 +20,12 @@ from connector_core.secrets import Secret
 IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 
 #: Drivers this plugin is tested with, per database family. A URL without a driver gets this one.
-DEFAULT_DRIVERS = {"sqlite": "sqlite", "postgresql": "postgresql+psycopg", "mysql": "mysql+pymysql", "mariadb": "mariadb+pymysql"}
+DEFAULT_DRIVERS = {
+    "sqlite": "sqlite",
+    "postgresql": "postgresql+psycopg",
+    "mysql": "mysql+pymysql",
+    "mariadb": "mariadb+pymysql",
+}
 
 #: Named bind parameters each custom statement may use, and the ones it must use.
 QUERY_PARAMETERS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
@@ -50,7 +55,7 @@ QUERY_PARAMETERS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
 
 def bind_parameter_names(sql: str) -> set[str]:
     """The ``:name`` parameters SQLAlchemy will bind in ``sql`` (``::type`` casts are not ones)."""
-    return set(text(sql)._bindparams)  # noqa: SLF001 - the documented way to list a text()'s binds
+    return set(text(sql)._bindparams)
 
 
 class CustomQueries(BaseModel):
@@ -96,9 +101,15 @@ class SqlSourceOptions(BaseModel):
     url: Secret = Field(
         description="SQLAlchemy URL, e.g. postgresql+psycopg://erp@db/erp. Kept secret because it may hold a password."
     )
-    password: Secret | None = Field(default=None, description="Database password, if not in the URL ($env:/$file: references work).")
-    mode: Literal["staging", "queries"] = Field(default="staging", description="Read the staging tables, or run the queries table.")
-    db_schema: str | None = Field(default=None, description="Schema (PostgreSQL) or database (MariaDB) holding the staging tables.")
+    password: Secret | None = Field(
+        default=None, description="Database password, if not in the URL ($env:/$file: references work)."
+    )
+    mode: Literal["staging", "queries"] = Field(
+        default="staging", description="Read the staging tables, or run the queries table."
+    )
+    db_schema: str | None = Field(
+        default=None, description="Schema (PostgreSQL) or database (MariaDB) holding the staging tables."
+    )
     header_table: str = Field(default="einvoice_header", description="Staging table of invoice headers.")
     line_table: str = Field(default="einvoice_line", description="Staging table of invoice lines.")
     page_size: int = Field(default=500, ge=1, le=10_000, description="Invoices read per query; bounds memory use.")
@@ -122,12 +133,14 @@ class SqlSourceOptions(BaseModel):
 
     @field_validator("url")
     @classmethod
-    def _supported_database(cls, value):  # noqa: ANN001 - SecretStr after the Secret validators
+    def _supported_database(cls, value):
         try:
             url = make_url(value.get_secret_value())
         except ArgumentError:
             # The message would repeat the URL, password included.
-            raise ValueError("is not a SQLAlchemy database URL; expected e.g. postgresql+psycopg://user@host/dbname") from None
+            raise ValueError(
+                "is not a SQLAlchemy database URL; expected e.g. postgresql+psycopg://user@host/dbname"
+            ) from None
         if url.get_backend_name() not in DEFAULT_DRIVERS:
             raise ValueError(
                 f"database {url.get_backend_name()!r} is not supported; use sqlite, postgresql, mysql or mariadb"
@@ -138,9 +151,13 @@ class SqlSourceOptions(BaseModel):
     @model_validator(mode="after")
     def _mode_matches_queries(self) -> SqlSourceOptions:
         if self.mode == "queries" and self.queries is None:
-            raise ValueError("mode = 'queries' needs a [sources.<name>.options.queries] table (pending_headers, lines, write_result)")
+            raise ValueError(
+                "mode = 'queries' needs a [sources.<name>.options.queries] table (pending_headers, lines, write_result)"
+            )
         if self.mode == "staging" and self.queries is not None:
-            raise ValueError("a queries table is set but mode is 'staging'; set mode = 'queries' to use it, or remove it")
+            raise ValueError(
+                "a queries table is set but mode is 'staging'; set mode = 'queries' to use it, or remove it"
+            )
         return self
 
     def engine_url(self) -> URL:

@@ -18,7 +18,7 @@ log = logging.getLogger("myinvois_sql")
 KIND = "sql"
 
 
-def _store(source: Source):  # noqa: ANN202
+def _store(source: Source):
     options = source.options
     assert isinstance(options, SqlSourceOptions), "the core hands a sql source its SqlSourceOptions"
     return store_for(source.name, options, engine_for(options))

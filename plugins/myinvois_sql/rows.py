@@ -28,7 +28,13 @@ _PARTY_MODEL_TO_COLUMN = {
     "phone": "phone",
     "email": "email",
 }
-_ADDRESS_MODEL_TO_COLUMN = {"lines": "address_line1", "city": "city", "postal_zone": "postal_zone", "state": "state", "country": "country"}
+_ADDRESS_MODEL_TO_COLUMN = {
+    "lines": "address_line1",
+    "city": "city",
+    "postal_zone": "postal_zone",
+    "state": "state",
+    "country": "country",
+}
 _HEADER_MODEL_TO_COLUMN = {
     "number": "invoice_number",
     "source_key": "invoice_number",
@@ -81,7 +87,9 @@ def _decimal(value: Any, where: str, column: str, problems: RowProblems) -> Deci
             return Decimal(repr(value))
         return Decimal(str(value).strip())
     except InvalidOperation:
-        problems.add(where, column, f"holds {str(value)[:40]!r}, which is not a number; write a plain decimal like 1234.50")
+        problems.add(
+            where, column, f"holds {str(value)[:40]!r}, which is not a number; write a plain decimal like 1234.50"
+        )
         return None
 
 
@@ -135,7 +143,9 @@ def _column_for(loc: Sequence[Any]) -> tuple[int | None, str]:
     if head in ("supplier", "buyer"):
         if len(loc) > 2 and loc[1] == "address":
             return None, f"{head}_{_ADDRESS_MODEL_TO_COLUMN.get(str(loc[2]), str(loc[2]))}"
-        return (None, f"{head}_{_PARTY_MODEL_TO_COLUMN.get(str(loc[1]), str(loc[1]))}") if len(loc) > 1 else (None, head)
+        return (
+            (None, f"{head}_{_PARTY_MODEL_TO_COLUMN.get(str(loc[1]), str(loc[1]))}") if len(loc) > 1 else (None, head)
+        )
     if head == "lines" and len(loc) > 2 and isinstance(loc[1], int):
         if loc[2] == "taxes" and len(loc) > 4:
             return loc[1], _TAX_MODEL_TO_COLUMN.get(str(loc[4]), str(loc[4]))
@@ -213,7 +223,9 @@ def build_invoice(
     original_numbers = _split_codes(header.get("original_invoice_number") or "")
     original_uuids = _split_codes(header.get("original_invoice_uuid") or "")
     for position, internal_id in enumerate(original_numbers):
-        originals.append({"internal_id": internal_id, "uuid": original_uuids[position] if position < len(original_uuids) else None})
+        originals.append(
+            {"internal_id": internal_id, "uuid": original_uuids[position] if position < len(original_uuids) else None}
+        )
 
     fields: dict[str, Any] = {
         "source_key": source_key,
@@ -228,12 +240,17 @@ def build_invoice(
         "original_references": originals,
         "payment_mode": _text(header.get("payment_mode")),
         "payment_terms": _text(header.get("payment_terms")),
-        "billing_period_start": _date(header.get("billing_period_start"), header_where, "billing_period_start", problems),
+        "billing_period_start": _date(
+            header.get("billing_period_start"), header_where, "billing_period_start", problems
+        ),
         "billing_period_end": _date(header.get("billing_period_end"), header_where, "billing_period_end", problems),
         "billing_frequency": _text(header.get("billing_frequency")),
-        "invoice_discount": _decimal(header.get("invoice_discount"), header_where, "invoice_discount", problems) or Decimal("0"),
-        "invoice_charge": _decimal(header.get("invoice_charge"), header_where, "invoice_charge", problems) or Decimal("0"),
-        "rounding_amount": _decimal(header.get("rounding_amount"), header_where, "rounding_amount", problems) or Decimal("0"),
+        "invoice_discount": _decimal(header.get("invoice_discount"), header_where, "invoice_discount", problems)
+        or Decimal("0"),
+        "invoice_charge": _decimal(header.get("invoice_charge"), header_where, "invoice_charge", problems)
+        or Decimal("0"),
+        "rounding_amount": _decimal(header.get("rounding_amount"), header_where, "rounding_amount", problems)
+        or Decimal("0"),
         "notes": _text(header.get("notes")),
     }
 

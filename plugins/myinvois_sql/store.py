@@ -136,7 +136,9 @@ class _Store:
                 return
             after = headers[-1]["_key"]
 
-    def _invoice(self, header: Mapping[str, Any], lines: Mapping[Any, Sequence[Mapping[str, Any]]]) -> Invoice | RejectedRecord:
+    def _invoice(
+        self, header: Mapping[str, Any], lines: Mapping[Any, Sequence[Mapping[str, Any]]]
+    ) -> Invoice | RejectedRecord:
         raise NotImplementedError
 
     @property
@@ -179,25 +181,29 @@ class StagingStore(_Store):
             try:
                 statements.extend(split_sql_script(script.read_text("utf-8")))
             except OSError as exc:
-                raise SqlSourceError(f"source {self.source_name!r}: setting init_scripts: cannot read {script}: {exc.strerror}") from None
+                raise SqlSourceError(
+                    f"source {self.source_name!r}: setting init_scripts: cannot read {script}: {exc.strerror}"
+                ) from None
         with self.engine.begin() as conn:
             for statement in statements:
                 conn.exec_driver_sql(statement)
         log.info("source %r: ran %d statement(s) from init_scripts", self.source_name, len(statements))
 
-    def _pending_condition(self):  # noqa: ANN202 - a SQLAlchemy clause
+    def _pending_condition(self):
         status = self.header.c.myinvois_status
         return or_(status.is_(None), status == PENDING_STATUS)
 
-    def _headers(self, conn, after: Any, page_size: int) -> list[dict[str, Any]]:  # noqa: ANN001
+    def _headers(self, conn, after: Any, page_size: int) -> list[dict[str, Any]]:
         h = self.header
-        query = select(h.c.id.label("_key"), *(h.c[name] for name in HEADER_DATA_COLUMNS)).where(self._pending_condition())
+        query = select(h.c.id.label("_key"), *(h.c[name] for name in HEADER_DATA_COLUMNS)).where(
+            self._pending_condition()
+        )
         if after is not None:
             query = query.where(h.c.id > after)
         query = query.order_by(h.c.id).limit(page_size)
         return [dict(row) for row in conn.execute(query).mappings()]
 
-    def _lines(self, conn, headers: list[dict[str, Any]]) -> dict[Any, list[dict[str, Any]]]:  # noqa: ANN001
+    def _lines(self, conn, headers: list[dict[str, Any]]) -> dict[Any, list[dict[str, Any]]]:
         ln = self.line
         keys = [header["_key"] for header in headers]
         query = (
@@ -210,7 +216,7 @@ class StagingStore(_Store):
             grouped[row["header_id"]].append(dict(row))
         return grouped
 
-    def _invoice(self, header, lines):  # noqa: ANN001, ANN202
+    def _invoice(self, header, lines):
         key = header["_key"]
         rows = lines.get(key, [])
         return build_invoice(
@@ -229,7 +235,9 @@ class StagingStore(_Store):
             try:
                 keys.append(int(key))
             except ValueError:
-                log.warning("source %r: %r is not a key of %s; ignored", self.source_name, key, self.options.header_table)
+                log.warning(
+                    "source %r: %r is not a key of %s; ignored", self.source_name, key, self.options.header_table
+                )
         return keys
 
     def mark_queued(self, source_keys: Sequence[str]) -> None:
@@ -275,7 +283,10 @@ class StagingStore(_Store):
             if not keys:
                 continue
             params = _outcome_parameters(outcome, self.engine)
-            rows.append({"b_" + name: value for name, value in params.items() if name not in ("number", "document_type")} | {"b_key": keys[0]})
+            rows.append(
+                {"b_" + name: value for name, value in params.items() if name not in ("number", "document_type")}
+                | {"b_key": keys[0]}
+            )
         if not rows:
             return
         try:
@@ -311,12 +322,12 @@ class QueryStore(_Store):
     def where_headers(self) -> str:
         return "setting queries.pending_headers"
 
-    def _headers(self, conn, after: Any, page_size: int) -> list[dict[str, Any]]:  # noqa: ANN001
+    def _headers(self, conn, after: Any, page_size: int) -> list[dict[str, Any]]:
         if self._returns_source_key is None:
             # Asked once per store: without a source_key column the paging wrapper cannot work,
             # and the database's own error ("column source_key does not exist") names no setting.
             probe = conn.execute(text(f"SELECT * FROM ({self._base}) pending_headers WHERE 1 = 0"))
-            self._returns_source_key = "source_key" in probe.keys()
+            self._returns_source_key = "source_key" in probe.keys()  # noqa: SIM118 - a result, not a dict: "in" would read rows
             if not self._returns_source_key:
                 raise SqlSourceError(
                     f"source {self.source_name!r}: setting queries.pending_headers returns no source_key column; "
@@ -339,14 +350,16 @@ class QueryStore(_Store):
                 )
         return headers
 
-    def _lines(self, conn, headers: list[dict[str, Any]]) -> dict[Any, list[dict[str, Any]]]:  # noqa: ANN001
+    def _lines(self, conn, headers: list[dict[str, Any]]) -> dict[Any, list[dict[str, Any]]]:
         grouped: dict[Any, list[dict[str, Any]]] = {}
         for header in headers:
             key = header["_key"]
-            grouped[key] = [dict(row) for row in conn.execute(self._lines_statement, {"source_key": str(key)}).mappings()]
+            grouped[key] = [
+                dict(row) for row in conn.execute(self._lines_statement, {"source_key": str(key)}).mappings()
+            ]
         return grouped
 
-    def _invoice(self, header, lines):  # noqa: ANN001, ANN202
+    def _invoice(self, header, lines):
         key = header["_key"]
         rows = lines.get(key, [])
         return build_invoice(
@@ -371,8 +384,10 @@ class QueryStore(_Store):
     def write_outcomes(self, outcomes: Sequence[DocumentOutcome]) -> None:
         if not outcomes:
             return
-        used = set(self._write_statement._bindparams)  # noqa: SLF001 - names the statement binds
-        rows = [{k: v for k, v in _outcome_parameters(outcome, self.engine).items() if k in used} for outcome in outcomes]
+        used = set(self._write_statement._bindparams)
+        rows = [
+            {k: v for k, v in _outcome_parameters(outcome, self.engine).items() if k in used} for outcome in outcomes
+        ]
         try:
             with self.engine.begin() as conn:
                 conn.execute(self._write_statement, rows)

@@ -56,7 +56,12 @@ def upgrade() -> None:
         sa.Column("document", LONG_TEXT, nullable=True),
         sa.Column("document_hash", sa.String(64), nullable=True),
         sa.Column("issued_at", TZ, nullable=True),
-        sa.Column("submission_id", sa.Integer, sa.ForeignKey("submissions.id", name="fk_documents_submission_id"), nullable=True),
+        sa.Column(
+            "submission_id",
+            sa.Integer,
+            sa.ForeignKey("submissions.id", name="fk_documents_submission_id"),
+            nullable=True,
+        ),
         sa.Column("uuid", sa.String(40), nullable=True),
         sa.Column("long_id", sa.String(120), nullable=True),
         sa.Column("validation_link", sa.String(400), nullable=True),
