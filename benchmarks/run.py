@@ -118,7 +118,9 @@ RESTART_KILL_AFTER_SUBMISSIONS = 10
 
 
 class Simulator:
-    def __init__(self, workdir: Path, scale: float, latency: Latency, token_lifetime_s: int) -> None:
+    def __init__(
+        self, workdir: Path, scale: float, latency: Latency, token_lifetime_s: int, *, keep_raw_documents: bool = False
+    ) -> None:
         ms = lambda seconds: {"fixed_ms": round(seconds * scale * 1000, 3)}  # noqa: E731
         config = {
             "token_lifetime_seconds": max(1, int(token_lifetime_s)),
@@ -134,8 +136,10 @@ class Simulator:
                 "delay_seconds": latency.validation_s * scale,
                 "per_document_seconds": latency.validation_per_document_s * scale,
             },
-            # The benchmark does not read documents back; keeping 100,000 of them is not its point.
-            "keep_raw_documents": False,
+            # Only reconciliation reads documents back (Get Document: are the bytes MyInvois holds
+            # ours?), and only the restart run reconciles; keeping 100,000 of them elsewhere is
+            # not the benchmark's point.
+            "keep_raw_documents": keep_raw_documents,
         }
         workdir.mkdir(parents=True, exist_ok=True)
         path = workdir / "simulator.json"
@@ -484,7 +488,8 @@ def restart_run(plan_dir: Path, invoices: int, window_s: float, latency: Latency
     ceiling_per_s = SUBMISSIONS_PER_WINDOW * DOCUMENTS_PER_SUBMISSION / window_s
     timeout_s = invoices / ceiling_per_s * 10 + 120 + invoices * 0.01
     kill_after = max(1, min(RESTART_KILL_AFTER_SUBMISSIONS, invoices // DOCUMENTS_PER_SUBMISSION // 3))
-    with Simulator(workdir, scale, latency, int(3600 * scale)) as sim:
+    # The submissions the kill leaves in doubt are found only if MyInvois can show their bytes.
+    with Simulator(workdir, scale, latency, int(3600 * scale), keep_raw_documents=True) as sim:
         config = connector_toml(workdir, sim.base_url, erp, invoices, scale, timeout_s)
         # 1. The daemon, killed once kill_after submissions were accepted.
         with (workdir / "daemon.log").open("w") as log:
