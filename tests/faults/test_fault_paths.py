@@ -202,6 +202,11 @@ def test_a_refused_resend_keeps_the_documents_in_doubt_until_myinvois_answers(re
         h.set_option(config, "cycles", "reconcile_after_seconds", 0.5)
         # Escalation (an operator decides) is another path; here MyInvois comes back first.
         h.set_option(config, "cycles", "reconcile_max_attempts", 1000)
+        # Lost answers and 5xx make the profile's sending back off as from an outage: 5 s
+        # doubling in production, compressed here like the rate window, so that the refusals
+        # come within seconds instead of 5 + 10 + 20 s (tests/exactly_once/test_myinvois_outage.py
+        # tests the back-off itself).
+        h.set_option(config, "retry", "outage_initial_delay_s", 0.5)
         log = tmp_path / "connector.log"
         proc = h.start_connector(config, "--once", "--json", log=log)
         try:
