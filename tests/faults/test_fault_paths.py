@@ -55,7 +55,8 @@ RESEND_DEADLINE_SECONDS = 120.0
 def _resent(base_url: str) -> bool:
     """A re-send reached MyInvois: answered 422 (a duplicate submission), or accepted again."""
     sim_stats = h.stats(base_url)
-    return sim_stats["requests"].get("submit", {}).get("422", 0) > 0 or any(n > 1 for n in sim_stats["accepted_by_invoice"].values())
+    refused_as_duplicate = sim_stats["requests"].get("submit", {}).get("422", 0) > 0
+    return refused_as_duplicate or any(n > 1 for n in sim_stats["accepted_by_invoice"].values())
 
 
 @contextmanager
@@ -138,8 +139,10 @@ def test_search_lag_with_every_fault_still_ends_with_one_valid_document_per_invo
         assert figures["valid"] == LAG_INVOICES and figures["duplicates"] == 0, figures
         h.assert_within_limits(sim_stats)
         erp.close()
-    print(f"\n== search hidden until a re-send, then lagging {SEARCH_LAG_SECONDS:g} s; duplicate window {duplicate_window:g} s "
-          f"({time.monotonic() - started:.0f} s)")
+    print(
+        f"\n== search hidden until a re-send, then lagging {SEARCH_LAG_SECONDS:g} s; duplicate window {duplicate_window:g} s "
+        f"({time.monotonic() - started:.0f} s)"
+    )
     print("   " + ", ".join(f"{k} {v}" for k, v in sorted(figures.items())))
     print("   faults injected: " + ", ".join(f"{k} {v}" for k, v in sorted(injected.items())))
     print("   ledger counters: " + ", ".join(f"{k} {v}" for k, v in sorted(counters.items())))
