@@ -190,11 +190,22 @@ def quiet_third_party_loggers(debug_loggers: Iterable[str] = ()) -> None:
     """Set the libraries' loggers to WARNING, and those in ``debug_loggers`` (any logger name,
     e.g. ``"httpx"`` or ``"sqlalchemy.engine"``) to DEBUG: asked for, they are heard in full."""
     wanted = {name.strip() for name in debug_loggers if name.strip()}
+    # A logger raised by an earlier call and no longer asked for goes back to its parent's
+    # level: left at DEBUG, "sqlalchemy.engine" would keep logging every row under a quiet
+    # "sqlalchemy".
+    for name in _raised - wanted:
+        logging.getLogger(name).setLevel(logging.NOTSET)
+    _raised.clear()
+    _raised.update(wanted)
     for name in THIRD_PARTY_LOGGERS:
         if name not in wanted:
             logging.getLogger(name).setLevel(logging.WARNING)
     for name in wanted:
         logging.getLogger(name).setLevel(logging.DEBUG)
+
+
+#: The loggers the last call raised to DEBUG.
+_raised: set[str] = set()
 
 
 def configure_logging(

@@ -156,3 +156,5 @@ def test_third_party_loggers_are_quiet_below_warning_unless_asked_for(restore_ro
     assert "httpx debug" in text and "SELECT 1" in text and "lock chatter" not in text
     configure_logging("INFO", "text", stream=io.StringIO())  # back to quiet for later tests
     assert all(logging.getLogger(n).level == logging.WARNING for n in THIRD_PARTY_LOGGERS)
+    # Asked for no more, a child logger raised before is quiet again with its parent.
+    assert not logging.getLogger("sqlalchemy.engine").isEnabledFor(logging.INFO)
