@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import create_engine, text
 
 from connector_core.contract import DocumentState
 from connector_core.ledger import BuiltDocument, DocumentStatusUpdate, FetchedItem, Ledger, SubmissionState
@@ -13,20 +13,35 @@ from connector_core.ledger import migrate
 from connector_core.ledger.schema import metadata
 
 
-@pytest.fixture(params=["sqlite", "postgresql", "mariadb"])
-def ledger(request, tmp_path):
+@pytest.fixture(scope="module", params=["sqlite", "postgresql", "mariadb"])
+def ledger_url(request, tmp_path_factory):
+    """A ledger database with the schema, created once for this module's tests (none of them
+    changes it: creating and dropping it for each was most of their time, on MariaDB above all)."""
     if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'ledger.sqlite'}"
+        url = f"sqlite:///{tmp_path_factory.mktemp('ledger') / 'ledger.sqlite'}"
     elif request.param == "postgresql":
         url = request.getfixturevalue("postgres_url")
     else:
         url = request.getfixturevalue("mariadb_url")
     led = Ledger(url)
-    yield led
-    # The server databases live for the whole test session: leave them empty for the next test.
-    metadata.drop_all(led.engine)
-    with led.engine.begin() as conn:
+    led.close()
+    yield url
+    # The server databases live for the whole test session: leave them empty for the next module.
+    engine = create_engine(url)
+    metadata.drop_all(engine)
+    with engine.begin() as conn:
         conn.execute(text("DROP TABLE IF EXISTS alembic_version"))
+    engine.dispose()
+
+
+@pytest.fixture()
+def ledger(ledger_url):
+    """A ledger of its own for each test, every table empty as a freshly created ledger's."""
+    led = Ledger(ledger_url)
+    yield led
+    with led.engine.begin() as conn:
+        for table in reversed(metadata.sorted_tables):
+            conn.execute(table.delete())
     led.close()
 
 

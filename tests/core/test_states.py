@@ -32,10 +32,13 @@ OWNER_SUBMISSION = 1
 OWNER_SENDER = "owner"
 
 
-@pytest.fixture(params=["sqlite", "postgresql", "mariadb"])
-def engine(request, tmp_path):
+@pytest.fixture(scope="module", params=["sqlite", "postgresql", "mariadb"])
+def ledger_schema(request, tmp_path_factory):
+    """A ledger's schema on each database, created once for this module's tests (no test here
+    changes it: creating and dropping it for each of them was most of their time, on MariaDB
+    above all), and dropped after them."""
     if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'ledger.sqlite'}"
+        url = f"sqlite:///{tmp_path_factory.mktemp('states') / 'ledger.sqlite'}"
     else:
         url = request.getfixturevalue("postgres_url" if request.param == "postgresql" else "mariadb_url")
     led = Ledger(url)
@@ -44,6 +47,15 @@ def engine(request, tmp_path):
     with led.engine.begin() as conn:
         conn.execute(text("DROP TABLE IF EXISTS alembic_version"))
     led.close()
+
+
+@pytest.fixture()
+def engine(ledger_schema):
+    """The ledger's engine, every table empty as a freshly created ledger's, and again after the test."""
+    yield ledger_schema
+    with ledger_schema.begin() as conn:
+        for table in reversed(metadata.sorted_tables):
+            conn.execute(table.delete())
 
 
 def _submission(conn, state: str, sender: str | None = OWNER_SENDER, sub_id: int | None = None) -> int:
