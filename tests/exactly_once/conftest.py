@@ -12,8 +12,10 @@ from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import create_engine
 
 from connector_core.ledger import Ledger
+from connector_core.ledger.schema import metadata
 from connector_core.plugins import PluginHost
 from connector_core.runtime import Connector
 from connector_core.settings import Settings
@@ -39,18 +41,60 @@ def fresh_ledger_url(kind: str, tmp_path: Path, cleanup: ExitStack) -> str:
     return url
 
 
+class ServerLedgers:
+    """A module's PostgreSQL and MariaDB ledgers: one database of each kind, created with the
+    schema when a test first asks for it and dropped after the module. A database created and
+    migrated for every test was most of these tests' time (with both cores busy above all);
+    each test still starts on a ledger without a row (see :func:`ledger_url`)."""
+
+    def __init__(self, cleanup: ExitStack) -> None:
+        self.cleanup = cleanup
+        self.urls: dict[str, str] = {}
+
+    def url(self, kind: str) -> str:
+        if kind not in self.urls:
+            url = fresh_ledger_url(kind, Path(), self.cleanup)  # no folder: a server database
+            Ledger(url).close()  # the schema, as the first connector would create it
+            self.urls[kind] = url
+        return self.urls[kind]
+
+    def empty(self, kind: str) -> None:
+        """Delete every row, as a fresh ledger has none; a ledger that cannot be emptied (a
+        test left a transaction open) is left to the module's end, and the next test gets a
+        new one."""
+        engine = create_engine(self.urls[kind])
+        try:
+            with engine.begin() as conn:
+                for table in reversed(metadata.sorted_tables):
+                    conn.execute(table.delete())
+        except BaseException:
+            del self.urls[kind]
+            raise
+        finally:
+            engine.dispose()
+
+
+@pytest.fixture(scope="module")
+def server_ledgers() -> Iterator[ServerLedgers]:
+    with ExitStack() as cleanup:
+        yield ServerLedgers(cleanup)
+
+
 @pytest.fixture(params=LEDGERS)
-def ledger_url(request, tmp_path) -> Iterator[str]:
-    """A fresh ledger. On SQLite, triggers record every state change the database sees, and
-    the test fails if any of them is not a move declared in connector_core/ledger/states.py."""
+def ledger_url(request, tmp_path, server_ledgers) -> Iterator[str]:
+    """A fresh ledger: the schema and no row. On SQLite, a file of the test's own, whose
+    triggers record every state change the database sees; the test fails if any of them is not
+    a move declared in connector_core/ledger/states.py."""
+    if request.param != "sqlite":
+        yield server_ledgers.url(request.param)
+        server_ledgers.empty(request.param)
+        return
     with ExitStack() as cleanup:
         url = fresh_ledger_url(request.param, tmp_path, cleanup)
-        if request.param == "sqlite":
-            Ledger(url).close()  # create the schema, then watch it
-            state_log.install(url)
+        Ledger(url).close()  # create the schema, then watch it
+        state_log.install(url)
         yield url
-        if request.param == "sqlite":
-            assert state_log.undeclared(url) == set(), "state changes not declared in the state machine"
+        assert state_log.undeclared(url) == set(), "state changes not declared in the state machine"
 
 
 #: LHDN's limits per window, with the window compressed tenfold (as in tests/faults/harness.py):
