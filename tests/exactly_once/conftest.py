@@ -74,20 +74,31 @@ class ServerLedgers:
             engine.dispose()
 
 
-@pytest.fixture(scope="module")
-def server_ledgers() -> Iterator[ServerLedgers]:
-    with ExitStack() as cleanup:
-        yield ServerLedgers(cleanup)
+_SERVER_LEDGERS = pytest.StashKey[ServerLedgers]()
+
+
+def module_server_ledgers(request: pytest.FixtureRequest) -> ServerLedgers:
+    """The :class:`ServerLedgers` of the requesting test's module, dropped after its last test.
+    Kept on the module's node rather than in a fixture of its own, so that a module which
+    imports :func:`ledger_url` (tests/core/test_status_by_invoice.py) needs nothing else."""
+    module = request.node.getparent(pytest.Module)
+    if _SERVER_LEDGERS not in module.stash:
+        cleanup = ExitStack()
+        module.stash[_SERVER_LEDGERS] = ServerLedgers(cleanup)
+        module.addfinalizer(cleanup.close)
+        module.addfinalizer(lambda: module.stash.__delitem__(_SERVER_LEDGERS))
+    return module.stash[_SERVER_LEDGERS]
 
 
 @pytest.fixture(params=LEDGERS)
-def ledger_url(request, tmp_path, server_ledgers) -> Iterator[str]:
+def ledger_url(request, tmp_path) -> Iterator[str]:
     """A fresh ledger: the schema and no row. On SQLite, a file of the test's own, whose
     triggers record every state change the database sees; the test fails if any of them is not
     a move declared in connector_core/ledger/states.py."""
     if request.param != "sqlite":
-        yield server_ledgers.url(request.param)
-        server_ledgers.empty(request.param)
+        ledgers = module_server_ledgers(request)
+        yield ledgers.url(request.param)
+        ledgers.empty(request.param)
         return
     with ExitStack() as cleanup:
         url = fresh_ledger_url(request.param, tmp_path, cleanup)
