@@ -4,7 +4,7 @@ staging-table mode and custom-query mode."""
 from __future__ import annotations
 
 import pytest
-from sqlalchemy import create_engine
+from sqlalchemy import create_engine, text
 
 import myinvois_sql.plugin
 from connector_core.contract import Source
@@ -17,19 +17,32 @@ from tests.plugins.sql_staging import STAGING_AS_QUERIES, StagingErp, recreate_s
 class SqlContract(PluginContract):
     mode = "staging"
 
-    @pytest.fixture()
-    def database_url(self) -> str:
+    @pytest.fixture(scope="class")
+    @classmethod
+    def database_url(cls) -> str:
         raise NotImplementedError
 
     @pytest.fixture()
     def plugin_module(self):
         return myinvois_sql.plugin
 
-    @pytest.fixture()
-    def erp(self, database_url):
+    @pytest.fixture(scope="class")
+    @classmethod
+    def staging_tables(cls, database_url) -> None:
+        """The staging tables, created once for the class: its tests add, read and update rows,
+        never the tables (dropping and creating them for each test was most of its time)."""
         engine = create_engine(database_url)
         recreate_staging_tables(engine)
+        engine.dispose()
+
+    @pytest.fixture()
+    def erp(self, database_url, staging_tables):
+        engine = create_engine(database_url)
         yield StagingErp(engine)
+        # Empty again for the next test, as freshly created tables are.
+        with engine.begin() as conn:
+            conn.execute(text("DELETE FROM einvoice_line"))
+            conn.execute(text("DELETE FROM einvoice_header"))
         engine.dispose()
         dispose_all()
 
@@ -58,9 +71,10 @@ class SqlContract(PluginContract):
 
 
 class TestSqliteStaging(SqlContract):
-    @pytest.fixture()
-    def database_url(self, tmp_path):
-        return f"sqlite:///{tmp_path / 'erp.sqlite'}"
+    @pytest.fixture(scope="class")
+    @classmethod
+    def database_url(cls, tmp_path_factory):
+        return f"sqlite:///{tmp_path_factory.mktemp('erp') / 'erp.sqlite'}"
 
 
 class TestSqliteQueries(TestSqliteStaging):
@@ -69,8 +83,9 @@ class TestSqliteQueries(TestSqliteStaging):
 
 @pytest.mark.services
 class TestPostgresStaging(SqlContract):
-    @pytest.fixture()
-    def database_url(self, postgres_url):
+    @pytest.fixture(scope="class")
+    @classmethod
+    def database_url(cls, postgres_url):
         return postgres_url
 
 
@@ -81,8 +96,9 @@ class TestPostgresQueries(TestPostgresStaging):
 
 @pytest.mark.services
 class TestMariadbStaging(SqlContract):
-    @pytest.fixture()
-    def database_url(self, mariadb_url):
+    @pytest.fixture(scope="class")
+    @classmethod
+    def database_url(cls, mariadb_url):
         return mariadb_url
 
 
