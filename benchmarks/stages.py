@@ -79,7 +79,7 @@ class StageClock:
         from connector_core.ledger.writeback import WriteBack
         from connector_core.pipeline import fetch, poll, submit
 
-        runtime.fetch_source = self.wrap("fetch", runtime.fetch_source)
+        fetch.fetch_source = self.wrap("fetch", fetch.fetch_source)
         fetch.hashlib = types.SimpleNamespace(sha256=self.wrap("hash", hashlib.sha256))
         submit.prepare = self.wrap("build", submit.prepare)
         builder.BuiltDocument.from_content = classmethod(self.wrap("hash", builder.BuiltDocument.from_content.__func__))

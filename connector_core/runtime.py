@@ -34,7 +34,7 @@ from connector_core.exitcodes import ExitCode, most_severe
 from connector_core.ledger import Ledger, utcnow
 from connector_core.observability.wiring import FETCH_CYCLE, POLL_CYCLE, Monitoring
 from connector_core.pipeline.context import PipelineContext
-from connector_core.pipeline.fetch import FetchFeed, FetchReport, fetch_source
+from connector_core.pipeline.fetch import FetchFeed, FetchReport, fetch_sources
 from connector_core.pipeline.poll import poll_profile
 from connector_core.pipeline.reconcile import abandoned_before
 from connector_core.pipeline.report import report_source
@@ -290,23 +290,32 @@ class Connector:
         )
 
     def _fetch_and_submit(self) -> CycleReport:
-        """Fetch every source while each profile's submitter sends what is recorded so far.
+        """Fetch every source, concurrently, while each profile's submitter sends what is
+        recorded so far.
 
         One submitter per profile: profiles have their own client ids, hence their own rate
-        limits, and one waiting for its window must not hold back another."""
+        limits, and one waiting for its window must not hold back another. Each profile has its
+        own feed, closed when its own sources are done: a slow source of one profile must not
+        keep another profile's last part-filled submission waiting."""
         started = time.monotonic()
         report = CycleReport()
         profiles = self._active_profiles()
-        feed = FetchFeed()
+        feeds = {profile: FetchFeed() for profile in profiles}
         with ThreadPoolExecutor(max_workers=max(1, len(profiles)), thread_name_prefix="submitter") as submitters:
-            running = [submitters.submit(submit_profile, self.ctx, profile, feed) for profile in profiles]
+            running = [submitters.submit(submit_profile, self.ctx, profile, feeds[profile]) for profile in profiles]
             try:
-                for source in self.ctx.sources.values():
-                    if self.ctx.stop.is_set():
-                        break
-                    report.fetched.append(fetch_source(self.ctx, source, feed))
+                report.fetched.extend(
+                    fetch_sources(
+                        self.ctx,
+                        list(self.ctx.sources.values()),
+                        feeds,
+                        workers=self.settings.cycles.fetch_concurrency,
+                    )
+                )
             finally:
-                feed.close()
+                # Already closed by fetch_sources, unless it failed before a source ran.
+                for feed in feeds.values():
+                    feed.close()
             report.submitted.extend(future.result() for future in running)
         # Locally invalid documents are final at once: write them back without waiting for a poll.
         report.reported += self._report_all()

@@ -158,7 +158,10 @@ class CycleSettings(_Section):
     reconcile_max_attempts: int = Field(
         default=12,
         ge=1,
-        description="An in-doubt submission still unresolved after this many reconciliations is escalated to an operator.",
+        description=(
+            "An in-doubt submission still unresolved after this many reconciliations (searches MyInvois "
+            "answered) is escalated to an operator."
+        ),
     )
     reconcile_give_up_after_hours: float = Field(
         # Well inside the 72 h after which MyInvois refuses the stored bytes anyway (their issue

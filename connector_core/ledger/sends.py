@@ -25,15 +25,17 @@ from typing import Any
 from sqlalchemy import and_, bindparam, func, literal_column, or_, select
 
 from connector_core.contract import DocumentState
-from connector_core.ledger import claimed, states
+from connector_core.ledger import bodies, claimed, states
 from connector_core.ledger.database import LedgerPart, as_utc, chunks, utcnow
 from connector_core.ledger.held import release_held
 from connector_core.ledger.records import BuiltDocument, PendingDocument, SubmissionRecord, SubmittedDocument
-from connector_core.ledger.schema import documents, submissions
+from connector_core.ledger.schema import document_bodies, documents, submissions
 from connector_core.ledger.states import SubmissionState
 
 D = DocumentState
 S = SubmissionState
+#: A document with its body, when it still has one (a final one's may be pruned).
+_WITH_BODY = documents.outerjoin(document_bodies, document_bodies.c.document_id == documents.c.id)
 
 
 @dataclass(frozen=True)
@@ -65,11 +67,12 @@ class Sends(LedgerPart):
                     documents.c.version,
                     documents.c.number,
                     documents.c.fingerprint,
-                    documents.c.invoice_json,
-                    documents.c.document,
+                    document_bodies.c.invoice_json,
+                    document_bodies.c.document,
                     documents.c.document_hash,
                     documents.c.issued_at,
                 )
+                .select_from(_WITH_BODY)
                 .where(documents.c.profile == profile, documents.c.state == D.PENDING.value)
                 .order_by(documents.c.id)
                 .limit(limit)
@@ -124,20 +127,9 @@ class Sends(LedgerPart):
                         states.doc("claim"),
                         documents.c.id == bindparam("b_id"),
                         documents.c.fingerprint == bindparam("b_fp"),
-                        values={
-                            **common,
-                            "document": bindparam("b_doc"),
-                            "document_hash": bindparam("b_hash"),
-                            "issued_at": bindparam("b_at"),
-                        },
+                        values={**common, "document_hash": bindparam("b_hash"), "issued_at": bindparam("b_at")},
                         rows=[
-                            {
-                                "b_id": d.id,
-                                "b_fp": d.fingerprint,
-                                "b_doc": d.content,
-                                "b_hash": d.document_hash,
-                                "b_at": d.issued_at,
-                            }
+                            {"b_id": d.id, "b_fp": d.fingerprint, "b_hash": d.document_hash, "b_at": d.issued_at}
                             for d in fresh
                         ],
                     )
@@ -160,6 +152,10 @@ class Sends(LedgerPart):
                     # Lost every one: no empty submission is left behind.
                     transaction.rollback()
                     return Claim(None, [], [d.id for d in built])
+                # The bytes of the documents this claim won, and only those: a lost one keeps
+                # the body its new content (an ERP edit) gave it.
+                won = {r.id for r in claimed}
+                bodies.set_documents(conn, [(d.id, d.content) for d in fresh if d.id in won])
                 payload_hash = hashlib.sha256("".join(r.document_hash or "" for r in claimed).encode()).hexdigest()
                 conn.execute(
                     submissions.update()
@@ -342,15 +338,22 @@ class Sends(LedgerPart):
             claimed.release(conn, submission_id, missing, now)
             return moved
 
-    def still_in_doubt(self, submission_id: int, reason: str) -> states.Moved:
-        """Give the reconciliation back: the search failed or may lag; a later cycle tries again."""
+    def still_in_doubt(self, submission_id: int, reason: str, *, searched: bool = True) -> states.Moved:
+        """Give the reconciliation back: the search failed or may lag; a later cycle tries again.
+
+        ``searched=False``: MyInvois was never asked (no token, throttled, unreachable), so the
+        attempt counted when it was taken is given back: ``reconcile_max_attempts`` counts
+        searches, and a login back-off must not use them all up in a second."""
+        values: dict[str, object] = {"error": reason}
+        if not searched:
+            values["reconcile_attempts"] = submissions.c.reconcile_attempts - 1
         with self.engine.begin() as conn:
             return states.move(
                 conn,
                 states.sub("still_in_doubt"),
                 submissions.c.id == submission_id,
                 owner=self.sender,
-                values={"error": reason},
+                values=values,
                 expected=1,
             )
 
@@ -506,7 +509,7 @@ def documents_of(conn, submission_ids: list[int], *, with_content: bool = True) 
     """The documents of some submissions; ``with_content=False`` leaves out the built bytes
     (polling never needs them; only a re-send does)."""
     out: dict[int, list[SubmittedDocument]] = {}
-    content = documents.c.document if with_content else literal_column("NULL").label("document")
+    content = document_bodies.c.document if with_content else literal_column("NULL").label("document")
     for chunk in chunks(submission_ids):
         rows = conn.execute(
             select(
@@ -519,6 +522,7 @@ def documents_of(conn, submission_ids: list[int], *, with_content: bool = True) 
                 documents.c.issued_at,
                 documents.c.state,
             )
+            .select_from(_WITH_BODY if with_content else documents)
             .where(documents.c.submission_id.in_(chunk))
             .order_by(documents.c.id)
         )

@@ -40,6 +40,9 @@ class PipelineContext:
     failed_in_cycle: dict[str, str] = field(default_factory=dict)
     failed_in_run: dict[str, str] = field(default_factory=dict)
     source_failure_lock: threading.Lock = field(default_factory=threading.Lock)
+    #: Profile -> monotonic time before which reconciliation is not tried again: MyInvois could
+    #: not be asked (login back-off, throttle) and every in-doubt submission would fail alike.
+    reconcile_paused_until: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.availability = Availability(

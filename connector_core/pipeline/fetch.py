@@ -1,6 +1,8 @@
 """Fetch stage: ask each source's plugin for pending invoices, pre-validate them, record them.
 
-Nothing is sent from here. An invoice that MyInvois would certainly refuse is recorded as
+Sources are fetched side by side (:func:`fetch_sources`): one ERP that is slow to answer, or
+down, must not hold back another's invoices, nor its profile's submissions. Nothing is sent
+from here. An invoice that MyInvois would certainly refuse is recorded as
 *locally invalid* with every problem named, and is written back to the ERP without an API
 call; so is a record the plugin could not read. The other invoices go on.
 """
@@ -10,6 +12,9 @@ from __future__ import annotations
 import hashlib
 import logging
 import threading
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 
 from connector_core.contract import Source
@@ -77,6 +82,55 @@ class FetchReport:
     locally_invalid: int = 0
     changed_after_submit: list[str] = field(default_factory=list)
     failed: bool = False
+
+
+def fetch_sources(
+    ctx: PipelineContext, sources: Sequence[Source], feeds: Mapping[str, FetchFeed], *, workers: int
+) -> list[FetchReport]:
+    """Fetch ``sources`` concurrently, at most ``workers`` at a time; the reports in the order of
+    ``sources`` (a source not started because the connector is stopping has none).
+
+    Each profile's feed (``feeds[profile]``) closes as soon as the last of that profile's
+    sources is done, so its submitter sends its last part-filled submission then, not when
+    the slowest source of another profile finishes. Threads, not processes: the time goes in
+    waiting for the ERP and the ledger, and the ledger serialises its writers itself (one
+    recorder per profile at a time; SQLite one writer at a time).
+
+    A source whose plugin fails is reported by :func:`fetch_source` and the others go on. Any
+    other error (the ledger failing) is raised once every source is done, so it still fails
+    the cycle but cuts no other source's fetch short."""
+    left = Counter(source.profile for source in sources)
+    left_lock = threading.Lock()
+
+    def fetch_one(source: Source) -> FetchReport | None:
+        try:
+            if ctx.stop.is_set():
+                return None
+            return fetch_source(ctx, source, feeds[source.profile])
+        finally:
+            with left_lock:
+                left[source.profile] -= 1
+                last = left[source.profile] == 0
+            if last:
+                feeds[source.profile].close()
+
+    with ThreadPoolExecutor(max_workers=max(1, min(workers, len(sources))), thread_name_prefix="fetch") as pool:
+        futures = [pool.submit(fetch_one, source) for source in sources]
+        wait(futures)
+    reports: list[FetchReport] = []
+    errors: list[BaseException] = []
+    for source, future in zip(sources, futures, strict=True):
+        error = future.exception()
+        if error is not None:
+            log.error("source %s: the fetch failed: %s: %s", source.name, type(error).__name__, error)
+            errors.append(error)
+            continue
+        report = future.result()
+        if report is not None:
+            reports.append(report)
+    if errors:
+        raise errors[0]
+    return reports
 
 
 def fetch_source(ctx: PipelineContext, source: Source, feed: FetchFeed | None = None) -> FetchReport:

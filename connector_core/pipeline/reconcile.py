@@ -32,9 +32,18 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import time
 from datetime import datetime, timedelta
 
-from connector_core.api import ApiError, DocumentStatus, DocumentSummary, NotFound, RetriableError
+from connector_core.api import (
+    ApiError,
+    AuthenticationFailed,
+    DocumentStatus,
+    DocumentSummary,
+    NotFound,
+    RateLimited,
+    RetriableError,
+)
 from connector_core.contract import DocumentState
 from connector_core.ledger import SubmissionRecord, SubmittedDocument, utcnow
 from connector_core.pipeline.context import PipelineContext
@@ -71,6 +80,8 @@ def reconcile_profile(ctx: PipelineContext, profile: str) -> int:
     if abandoned:
         log.warning("%d submission(s) left claimed by a connector that stopped; they will be reconciled", abandoned)
     resolved = 0
+    if time.monotonic() < ctx.reconcile_paused_until.get(profile, 0.0):
+        return 0
     for sub in sends.unresolved_submissions(profile):
         if ctx.stop.is_set() or not ctx.availability.may_try(profile):
             break
@@ -82,6 +93,23 @@ def reconcile_profile(ctx: PipelineContext, profile: str) -> int:
         try:
             if reconcile_submission(ctx, profile, sub):
                 resolved += 1
+        except NotAsked as exc:
+            # No token, a login back-off, a throttle, or an unreachable MyInvois before Search
+            # answered: not a reconciliation, so not counted; the others would fail the same
+            # way, so none is tried before a pause (without it, run --once's loop tried again
+            # every beat and a login back-off used up every attempt in a second).
+            cause = exc.__cause__ or exc
+            retry_after = getattr(cause, "retry_after", None) or 0.0
+            pause = max(ctx.settings.cycles.reconcile_after_seconds, ctx.settings.retry.max_delay_s, retry_after)
+            ctx.reconcile_paused_until[profile] = time.monotonic() + pause
+            log.warning(
+                "submission %s stays in doubt: MyInvois could not be asked (%s); reconciliation pauses %.3g s",
+                sub.id,
+                cause,
+                pause,
+            )
+            sends.still_in_doubt(sub.id, f"reconciliation could not ask MyInvois: {cause}", searched=False)
+            break
         except RetriableError as exc:
             # Search (or the backend) is failing even after the client's retries: the others
             # would fail the same way. One line per cycle, not one per submission. Not an
@@ -98,6 +126,11 @@ def reconcile_profile(ctx: PipelineContext, profile: str) -> int:
             sends.still_in_doubt(sub.id, "reconciliation interrupted by an unexpected error")
             raise
     return resolved
+
+
+class NotAsked(Exception):
+    """Search Documents gave no answer (login, throttle, transport): the reconciliation did not
+    happen, and does not count against ``cycles.reconcile_max_attempts``."""
 
 
 def reconcile_submission(ctx: PipelineContext, profile: str, sub: SubmissionRecord) -> bool:
@@ -117,7 +150,10 @@ def reconcile_submission(ctx: PipelineContext, profile: str, sub: SubmissionReco
         _escalate(ctx, profile, sub, reason)
         return False
 
-    found = find_submitted(ctx, profile, sub, docs)
+    try:
+        found = find_submitted(ctx, profile, sub, docs)
+    except (RetriableError, RateLimited, AuthenticationFailed) as exc:
+        raise NotAsked(str(exc)) from exc
     if found:
         uid = next((s.submission_uid for s in found.values() if s.submission_uid), None)
         if not uid:

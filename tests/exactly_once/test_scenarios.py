@@ -664,3 +664,36 @@ def test_e_two_connectors_recording_one_number_at_once_leave_it_to_one_row(ledge
     finally:
         a.close()
         b.close()
+
+
+def test_h_reconciliations_myinvois_never_answered_are_not_counted_toward_escalation(tmp_path, ledger_url, simulator):
+    """A login back-off or a throttled Search used to count as a reconciliation: with run
+    --once's loop trying every beat, a submission was escalated within a second, its invoices
+    never written back. Only a search that answered counts; the others pause the reconciliation."""
+    erp = MemoryErp()
+    erp.add("k1")
+    cycles = {"reconcile_max_attempts": 2, "reconcile_after_seconds": 0.0}
+    with make_connector(tmp_path, ledger_url, simulator, {"erp": erp}, cycles=cycles) as c:
+        set_faults(simulator, lost_response_rate={"submit": 1.0})
+        fetch(c)
+        submit(c)
+        assert submission_states(c) == ["in_doubt"]
+        # Search fails on every call: MyInvois is never asked successfully, however often we try.
+        set_faults(simulator, lost_response_rate=0.0, error_rate={"search": 1.0})
+        for _ in range(5):
+            c.ctx.reconcile_paused_until.clear()  # as if the pause had passed
+            submit(c)
+        assert submission_states(c) == ["in_doubt"]
+        (sub,) = c.ledger.status.find_submissions()
+        assert sub["reconcile_attempts"] == 0, sub
+        # Paused after such a failure: the next beat does not try again at once.
+        searches = _calls(simulator, "search")
+        submit(c)
+        assert _calls(simulator, "search") == searches
+        # Search answers again: found at MyInvois, and exactly one accepted document.
+        set_faults(simulator, error_rate=0.0)
+        c.ctx.reconcile_paused_until.clear()
+        submit(c)
+        poll_and_report(c)
+        assert states_of(c) == [("k1", 1, "valid")]
+        assert len(valid_documents_at_myinvois(simulator, "INV-k1")) == 1
