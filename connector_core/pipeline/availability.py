@@ -112,11 +112,19 @@ class Availability:
             starting = known is None
             if known is None:
                 outage = self._outages[profile] = _Outage(started=now, endpoint=endpoint, cause=cause, last_said=now)
+            elif now < known.next_try:
+                # A call that was already in flight when the back-off started (four submitters
+                # and a poller fail together): the same failed round, not a new attempt. Counting
+                # each one doubled the delay per concurrent caller, so a burst of faults parked a
+                # profile for minutes.
+                outage = known
+                outage.endpoint, outage.cause = endpoint, cause
             else:
                 outage = known
                 outage.attempts += 1
                 outage.endpoint, outage.cause = endpoint, cause
-            outage.next_try = now + outage_delay(outage.attempts, self.settings, self._rng)
+            if starting or now >= outage.next_try:
+                outage.next_try = now + outage_delay(outage.attempts, self.settings, self._rng)
             summary_due = not starting and now - outage.last_said >= self.settings.outage_summary_interval_s
             if summary_due:
                 outage.last_said = now

@@ -189,6 +189,11 @@ read_timeout_s = 10
 base_delay_s = 0.1
 max_delay_s = 1.0
 default_retry_after_s = 1.0
+# The outage back-off compressed like the window: LHDN's 5 s to 300 s would park a 3 s-window
+# run for longer than it lasts after a few rounds of injected faults.
+outage_initial_delay_s = 0.5
+outage_max_delay_s = 5.0
+outage_summary_interval_s = 10.0
 
 [profiles.main]
 tin = "{TIN}"
