@@ -127,6 +127,11 @@ class CycleSettings(_Section):
         ge=1,
         description="Most invoices taken from one source per cycle (above the 10,000 a minute LHDN allows).",
     )
+    fetch_concurrency: int = Field(
+        default=4,
+        ge=1,
+        description="Most sources fetched at the same time; one slow or failing ERP never holds back another.",
+    )
     first_poll_delay_seconds: float = Field(
         default=3.0, ge=0, description="Wait before the first Get Submission of a submission..."
     )
