@@ -17,10 +17,11 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
+
+import orjson
 
 from connector_core.codes import describe
 from connector_core.model import Address, Invoice, InvoiceLine, Party, TaxLine
@@ -43,6 +44,10 @@ Element = list[dict]
 
 def _leaf(value: object, **attributes: str) -> Element:
     """One UBL basic element: ``[{"_": value, attr: ...}]``."""
+    if type(value) is float:
+        # A float amount has already lost its exact value (the model holds Decimals; only an
+        # object built without validation can carry one), and serialize() would write it.
+        raise TypeError(f"cannot put float {value!r} into a MyInvois document: amounts are Decimal")
     return [{"_": value, **attributes}]
 
 
@@ -328,52 +333,34 @@ def _decimal_text(value: Decimal) -> str:
     return "0" if text in ("-0", "-0.0") else text
 
 
-# The string quoting json.dumps(..., ensure_ascii=False) uses, without building an encoder per
-# call: a document has hundreds of strings, and this was the builder's largest cost.
-_quote = json.encoder.encode_basestring
+def _decimal_fragment(value: object) -> orjson.Fragment:
+    # orjson asks only for the types it does not know; a Decimal goes in as its digits, verbatim.
+    if isinstance(value, Decimal):
+        return orjson.Fragment(_decimal_text(value))
+    raise TypeError(f"cannot serialise {type(value).__name__} {value!r} into a MyInvois document")
 
 
-def _write(value: object, out: list[str]) -> None:
-    # bool before int: True is an int in Python.
-    if isinstance(value, bool):
-        out.append("true" if value else "false")
-    elif isinstance(value, Decimal):
-        out.append(_decimal_text(value))
-    elif isinstance(value, int):
-        out.append(str(value))
-    elif isinstance(value, str):
-        out.append(_quote(value))
-    elif isinstance(value, dict):
-        out.append("{")
-        for index, (key, item) in enumerate(value.items()):
-            if index:
-                out.append(",")
-            out.append(_quote(str(key)))
-            out.append(":")
-            _write(item, out)
-        out.append("}")
-    elif isinstance(value, (list, tuple)):
-        out.append("[")
-        for index, item in enumerate(value):
-            if index:
-                out.append(",")
-            _write(item, out)
-        out.append("]")
-    elif value is None:
-        out.append("null")
-    else:
-        # Floats are refused on purpose: a float amount has already lost its exact value.
-        raise TypeError(f"cannot serialise {type(value).__name__} {value!r} into a MyInvois document")
+# orjson would write dates and dataclasses its own way; the builder writes dates as text, so a
+# datetime or dataclass here is a mistake, refused by _decimal_fragment as before orjson.
+_REFUSE_WHAT_THE_BUILDER_NEVER_WRITES = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
 
 
 def serialize(document: dict) -> bytes:
     """Minified UTF-8 JSON (no spaces, non-ASCII kept as is), keys in insertion order.
 
-    Equal documents always give identical bytes, hence an identical ``documentHash``.
+    Equal documents always give identical bytes, hence an identical ``documentHash``. orjson
+    writes strings, booleans, integers and the structure exactly as ``json.dumps(...,
+    ensure_ascii=False, separators=(",", ":"))`` would, and each ``Decimal`` as its fixed-point
+    digits (tests/document/test_serialize_bytes.py checks this over every official sample).
+    Floats never get here: :func:`build_document` refuses them where amounts go in (``_leaf``).
     """
-    out: list[str] = []
-    _write(document, out)
-    return "".join(out).encode("utf-8")
+    try:
+        return orjson.dumps(document, default=_decimal_fragment, option=_REFUSE_WHAT_THE_BUILDER_NEVER_WRITES)
+    except orjson.JSONEncodeError as exc:
+        # orjson wraps what _decimal_fragment raised; that error names the amount.
+        if isinstance(exc.__cause__, (ValueError, TypeError)):
+            raise exc.__cause__ from None
+        raise
 
 
 # ---------------------------------------------------------------------------------------------

@@ -329,8 +329,11 @@ def test_amounts_never_use_scientific_notation(amount: Decimal, expected: str) -
 
 
 def test_floats_are_refused_because_they_have_already_lost_precision() -> None:
-    with pytest.raises(TypeError, match="float"):
-        serialize({"Amount": [{"_": 0.1}]})
+    # The model turns every amount into a Decimal; only an object built without validation can
+    # carry a float, and the builder refuses it rather than let serialize() write it.
+    invoice = make_invoice().model_copy(update={"currency": "USD", "exchange_rate": 4.465})
+    with pytest.raises(TypeError, match=r"float 4\.465 .*amounts are Decimal"):
+        build_document(invoice, ISSUED_AT)
 
 
 def test_serialize_matches_the_standard_json_reading_of_the_document() -> None:
