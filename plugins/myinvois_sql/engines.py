@@ -36,8 +36,12 @@ def engine_for(options: SqlSourceOptions) -> Engine:
 
 
 def dispose_all() -> None:
-    """Close every pooled connection (tests, and a clean shutdown)."""
+    """Close every pooled connection (tests, and a clean shutdown), and forget the stores made
+    on these engines: the next hook call makes a store on the next engine."""
+    from myinvois_sql.store import forget_stores  # the stores sit above the engines
+
     with _lock:
         for engine in _engines.values():
             engine.dispose()
         _engines.clear()
+    forget_stores()

@@ -10,6 +10,7 @@ at most one page whatever the backlog.
 from __future__ import annotations
 
 import logging
+import threading
 from collections import defaultdict
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime
@@ -328,11 +329,12 @@ class QueryStore(_Store):
             # and the database's own error ("column source_key does not exist") names no setting.
             probe = conn.execute(text(f"SELECT * FROM ({self._base}) pending_headers WHERE 1 = 0"))
             self._returns_source_key = "source_key" in probe.keys()  # noqa: SIM118 - a result, not a dict: "in" would read rows
-            if not self._returns_source_key:
-                raise SqlSourceError(
-                    f"source {self.source_name!r}: setting queries.pending_headers returns no source_key column; "
-                    "alias the ERP's invoice key as source_key (SELECT inv.id AS source_key, ...)"
-                )
+        if not self._returns_source_key:
+            # Said on every call, not just the first: the store is kept for the process.
+            raise SqlSourceError(
+                f"source {self.source_name!r}: setting queries.pending_headers returns no source_key column; "
+                "alias the ERP's invoice key as source_key (SELECT inv.id AS source_key, ...)"
+            )
         if after is None:
             result = conn.execute(self._first_page, {"page_size": page_size})
         else:
@@ -395,10 +397,36 @@ class QueryStore(_Store):
             raise self._failure(f"running setting queries.write_result for {len(rows)} outcome(s)", exc) from exc
 
 
+#: The store of each source, made on its first hook call and reused: a store holds SQLAlchemy
+#: MetaData and Table objects, and the engine's statement cache keeps every statement built on
+#: them alive, so a store made per call grew the process by a MetaData per call.
+_stores: dict[tuple[str, int, str], StagingStore | QueryStore] = {}
+_stores_lock = threading.Lock()
+
+
 def store_for(source_name: str, options: SqlSourceOptions, engine: Engine) -> StagingStore | QueryStore:
-    if options.mode == "queries":
-        return QueryStore(source_name, options, engine)
-    return StagingStore(source_name, options, engine)
+    """The one store of this source, its options and engine, made on first use."""
+    # The options by value, not identity: a configuration read again gives equal options, and
+    # must not make a new store (the secrets are masked in the JSON, but they are part of the
+    # engine, and a store is kept per engine: it holds its engine, so the id stays that engine's).
+    # Held in memory only, never logged.
+    key = (source_name, id(engine), options.model_dump_json())
+    with _stores_lock:
+        store = _stores.get(key)
+        if store is None:
+            store = (
+                QueryStore(source_name, options, engine)
+                if options.mode == "queries"
+                else StagingStore(source_name, options, engine)
+            )
+            _stores[key] = store
+        return store
 
 
-__all__ = ["STATUS_COLUMNS", "SqlSourceError", "store_for"]
+def forget_stores() -> None:
+    """Drop every kept store (with :func:`myinvois_sql.engines.dispose_all`: their engines go too)."""
+    with _stores_lock:
+        _stores.clear()
+
+
+__all__ = ["STATUS_COLUMNS", "SqlSourceError", "forget_stores", "store_for"]

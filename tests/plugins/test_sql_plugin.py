@@ -11,7 +11,7 @@ from decimal import Decimal
 
 import pytest
 from pydantic import ValidationError
-from sqlalchemy import create_engine, event, inspect, text
+from sqlalchemy import MetaData, create_engine, event, inspect, text
 
 from connector_core.contract import DocumentOutcome, DocumentState, Source
 from connector_core.model import Invoice, RejectedRecord
@@ -227,6 +227,46 @@ def test_large_backlog_is_read_in_pages_with_bounded_memory(sqlite_url, sqlite_e
     assert peak < 16 * 1024 * 1024, f"peak {peak / 1e6:.1f} MB while reading {total} invoices"
 
 
+def _live_metadata() -> int:
+    gc.collect()
+    return sum(1 for obj in gc.get_objects() if isinstance(obj, MetaData))
+
+
+def _one_cycle_of_hooks(source: Source, erp: StagingErp) -> None:
+    keys = erp.add(2)
+    invoices = [i for i in plugin.fetch_pending_invoices(source=source, limit=10) if isinstance(i, Invoice)]
+    plugin.on_invoices_recorded(source=source, source_keys=keys)
+    plugin.on_submission_result(source=source, outcomes=[valid_outcome(invoice) for invoice in invoices])
+
+
+def test_a_source_keeps_one_store_across_hook_calls_and_memory_stays_flat(sqlite_url, sqlite_erp):
+    source = sql_source(sqlite_url)
+    _one_cycle_of_hooks(source, sqlite_erp)
+    store = plugin._store(source)
+    # The same configuration read again (equal options, a new object) is the same source.
+    assert plugin._store(sql_source(sqlite_url)) is store
+    before = _live_metadata()
+    for _ in range(20):
+        _one_cycle_of_hooks(source, sqlite_erp)
+    # Made per call, each store's MetaData stayed alive in the engine's statement cache: 60
+    # more here. Kept per source, not one more.
+    assert _live_metadata() == before
+    assert plugin._store(source) is store
+    assert [sqlite_erp.status(str(key)).status for key in range(1, 43)] == ["valid"] * 42
+
+
+def test_sources_with_other_settings_or_names_get_stores_of_their_own(sqlite_url, sqlite_erp):
+    store = plugin._store(sql_source(sqlite_url))
+    other_table = plugin._store(sql_source(sqlite_url, header_table="erp_einvoice_header"))
+    assert other_table is not store and other_table.options.header_table == "erp_einvoice_header"
+    renamed = Source(name="erp2", kind="sql", profile="demo", options=SqlSourceOptions(url=sqlite_url))
+    assert plugin._store(renamed) is not store and plugin._store(renamed).source_name == "erp2"
+    # Engines disposed (a clean shutdown, or tests): the next call makes a store on the new engine.
+    dispose_all()
+    again = plugin._store(sql_source(sqlite_url))
+    assert again is not store and again.engine is engine_for(SqlSourceOptions(url=sqlite_url))
+
+
 # --- lost connections ---------------------------------------------------------------------------------
 
 
@@ -413,8 +453,10 @@ def test_custom_header_query_without_source_key_names_the_setting(sqlite_url, sq
     sqlite_erp.add(1)
     queries = dict(ERP_QUERIES, pending_headers="SELECT id, invoice_number FROM einvoice_header")
     source = sql_source(sqlite_url, mode="queries", queries=queries)
-    with pytest.raises(SqlSourceError, match="queries.pending_headers returns no source_key column"):
-        list(plugin.fetch_pending_invoices(source=source, limit=10))
+    # Said on every call: the source's store, kept between calls, remembers the answer.
+    for _ in range(2):
+        with pytest.raises(SqlSourceError, match="queries.pending_headers returns no source_key column"):
+            list(plugin.fetch_pending_invoices(source=source, limit=10))
 
 
 @pytest.mark.services
