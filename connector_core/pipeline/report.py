@@ -10,8 +10,9 @@ incident; it never blocks the rest of its source.
 from __future__ import annotations
 
 import logging
+from collections import Counter
 
-from connector_core.contract import DocumentOutcome, Source
+from connector_core.contract import DocumentOutcome, DocumentState, Source
 from connector_core.pipeline.context import PipelineContext
 from connector_core.plugins import HookFailed
 
@@ -21,6 +22,8 @@ BATCH = 500
 #: Back-off of an outcome the ERP refused: 1 min, doubling, at most 1 h.
 RETRY_FIRST_SECONDS = 60.0
 RETRY_MAX_SECONDS = 3600.0
+#: Outcomes that ask nothing of a clerk: counted in the batch's line, not named.
+QUIET_STATES = frozenset({DocumentState.VALID, DocumentState.CANCELLED})
 
 
 def report_source(ctx: PipelineContext, source: Source) -> int:
@@ -55,20 +58,42 @@ def _offer(ctx: PipelineContext, source: Source, pending: list[tuple[int, Docume
         middle = len(pending) // 2
         return _offer(ctx, source, pending[:middle]) + _offer(ctx, source, pending[middle:])
     ctx.ledger.writeback.mark_reported([doc_id for doc_id, _ in pending])
-    for _, outcome in pending:
+    outcomes = [outcome for _, outcome in pending]
+    for outcome in outcomes:
         elapsed = (
             (outcome.final_at - outcome.fetched_at).total_seconds() if outcome.final_at and outcome.fetched_at else None
         )
         ctx.emit("document_final", source=source.name, state=outcome.state.value, seconds_since_fetch=elapsed)
-        log.info(
-            "invoice %s v%d: %s%s",
-            outcome.number,
-            outcome.version,
-            outcome.state.value,
-            f" (uuid {outcome.uuid})" if outcome.uuid else "",
-            extra={"invoice": outcome.number, "uuid": outcome.uuid, "submission_uid": outcome.submission_uid},
-        )
-    return len(pending)
+    _log_written_back(source, outcomes)
+    return len(outcomes)
+
+
+def _log_written_back(source: Source, outcomes: list[DocumentOutcome]) -> None:
+    """One INFO line per batch written back: counts by state, and the invoices a clerk has to
+    look at by number. Each outcome's own line (uuid, submission) is at DEBUG: at 10,000
+    documents a minute, a line per document was a cost of its own and buried the ones to act on."""
+    by_state = Counter(outcome.state.value for outcome in outcomes)
+    to_correct = [outcome for outcome in outcomes if outcome.state not in QUIET_STATES]
+    log.info(
+        "source %s: %d outcome(s) written back (%s)%s",
+        source.name,
+        len(outcomes),
+        ", ".join(f"{count} {state}" for state, count in sorted(by_state.items())),
+        "; to look at: " + ", ".join(f"{o.number} v{o.version} ({o.state.value})" for o in to_correct)
+        if to_correct
+        else "",
+        extra={"documents": len(outcomes), "invoices": [o.number for o in to_correct]},
+    )
+    if log.isEnabledFor(logging.DEBUG):
+        for outcome in outcomes:
+            log.debug(
+                "invoice %s v%d: %s%s",
+                outcome.number,
+                outcome.version,
+                outcome.state.value,
+                f" (uuid {outcome.uuid})" if outcome.uuid else "",
+                extra={"invoice": outcome.number, "uuid": outcome.uuid, "submission_uid": outcome.submission_uid},
+            )
 
 
 def _refused(ctx: PipelineContext, source: Source, item: tuple[int, DocumentOutcome], failure: HookFailed) -> None:

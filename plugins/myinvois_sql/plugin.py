@@ -47,4 +47,5 @@ def on_invoices_recorded(source: Source, source_keys: list[str]) -> None:
 @hookimpl
 def on_submission_result(source: Source, outcomes: list[DocumentOutcome]) -> None:
     _store(source).write_outcomes(outcomes)
-    log.info("source %r: %d outcome(s) written back", source.name, len(outcomes))
+    # The core logs each batch written back (counts, invoices to look at); this is the detail.
+    log.debug("source %r: %d outcome(s) written back", source.name, len(outcomes))

@@ -9,6 +9,7 @@ that every hook has at least one test here whose name contains the hook's name.
 
 from __future__ import annotations
 
+import logging
 import shutil
 import tomllib
 import types
@@ -472,6 +473,52 @@ def test_on_submission_result_marks_outcomes_reported_only_after_the_hook_return
     # Reported once: the next cycle has nothing to hand over.
     assert report_source(ctx, source) == 0
     assert len(plugin.result_calls) == 1
+
+
+def test_on_submission_result_batch_is_logged_in_one_line_naming_the_invoices_to_look_at(ctx_factory, caplog):
+    plugin = KindPlugin("erp-writer", "logged", [rejected("Z-1"), rejected("Z-2")])
+    host = PluginHost(load_entry_points=False, extra_plugins=(plugin,))
+    source = test_source("logged-src", "logged")
+    ctx = ctx_factory(host, [source])
+    fetch_source(ctx, source)
+    caplog.set_level(logging.DEBUG, logger="connector_core.pipeline.report")
+
+    assert report_source(ctx, source) == 2
+
+    lines = [r for r in caplog.records if r.name == "connector_core.pipeline.report"]
+    (batch,) = [r for r in lines if r.levelno == logging.INFO]
+    assert batch.getMessage() == (
+        "source logged-src: 2 outcome(s) written back (2 locally_invalid); "
+        "to look at: Z-1 v1 (locally_invalid), Z-2 v1 (locally_invalid)"
+    )
+    assert (batch.documents, batch.invoices) == (2, ["Z-1", "Z-2"])
+    # Each outcome's own line, with the document's identity, is still there at DEBUG.
+    details = [r for r in lines if r.levelno == logging.DEBUG]
+    assert [(r.invoice, r.getMessage()) for r in details] == [("Z-1", "invoice Z-1 v1: locally_invalid"), ("Z-2", "invoice Z-2 v1: locally_invalid")]
+
+
+def test_on_submission_result_log_counts_valid_and_cancelled_without_naming_them(caplog):
+    from connector_core.contract import DocumentOutcome
+    from connector_core.pipeline.report import _log_written_back
+
+    outcomes = [
+        DocumentOutcome(f"K{n}", f"INV-{n}", 1, DocumentState.VALID, uuid=f"U{n}") for n in range(3)
+    ] + [
+        DocumentOutcome("K7", "INV-7", 2, DocumentState.INVALID, uuid="U7"),
+        DocumentOutcome("K8", "INV-8", 1, DocumentState.CANCELLED, uuid="U8"),
+        DocumentOutcome("K9", "INV-9", 1, DocumentState.CHANGED_AFTER_VALID, uuid="U9"),
+    ]
+    caplog.set_level(logging.INFO, logger="connector_core.pipeline.report")
+    _log_written_back(test_source("erp", "any"), outcomes)
+    (line,) = caplog.records  # and no line per outcome at INFO
+    assert line.getMessage() == (
+        "source erp: 6 outcome(s) written back (1 cancelled, 1 changed_after_valid, 1 invalid, 3 valid); "
+        "to look at: INV-7 v2 (invalid), INV-9 v1 (changed_after_valid)"
+    )
+    assert line.invoices == ["INV-7", "INV-9"]
+    caplog.clear()
+    _log_written_back(test_source("erp", "any"), outcomes[:3])
+    assert caplog.records[0].getMessage() == "source erp: 3 outcome(s) written back (3 valid)"
 
 
 def test_on_submission_result_raising_gets_the_same_outcomes_again_in_smaller_batches(ctx_factory):
