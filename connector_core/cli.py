@@ -300,6 +300,8 @@ def status(env: _Env, as_json: bool, error_count: int, by_version: bool) -> None
             "submissions": ledger.status.submission_counts(),
             "escalated_submissions": ledger.status.escalated_submissions(error_count),
             "writeback_refused": ledger.writeback.failing_outcomes(error_count),
+            # Invoice JSON and sent bytes still kept; final ones go after ledger.keep_bodies_days.
+            "document_bodies": {**ledger.bodies.stored(), "keep_days": settings.ledger.keep_bodies_days},
         }
         oldest = ledger.status.oldest_pending_fetched_at()
         data["oldest_unfinished_fetched_at"] = oldest.isoformat(timespec="seconds") if oldest else None
@@ -317,6 +319,11 @@ def status(env: _Env, as_json: bool, error_count: int, by_version: bool) -> None
         for state_name, n in sorted(data["documents_by_version"].items()):
             click.echo(f"  {state_name.replace('_', ' '):<16} {n}")
     click.echo(f"Not yet final or not yet written back: {data['unfinished']}")
+    bodies = data["document_bodies"]
+    click.echo(
+        f"Invoice JSON and sent bytes kept for {bodies['kept']} document(s); a final document's are pruned "
+        f"{bodies['keep_days']:g} day(s) after it became final (ledger.keep_bodies_days)"
+    )
     if data["oldest_unfinished_fetched_at"]:
         click.echo(f"Oldest unfinished document fetched at: {data['oldest_unfinished_fetched_at']}")
     counters = data["counters"]

@@ -339,6 +339,8 @@ class Connector:
                 break
             report.polled += poll_profile(self.ctx, profile)
         report.reported += self._report_all()
+        # Maintenance: bodies of documents final for longer than the retention (cheap when none is due).
+        self.ledger.bodies.prune_if_due(self.settings.ledger.keep_bodies_days)
         report.duration_s = time.monotonic() - started
         self._cycle_done(POLL_CYCLE, report.duration_s)
         return report

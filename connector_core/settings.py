@@ -104,6 +104,13 @@ class LedgerSettings(_Section):
         description="SQLAlchemy URL of the ledger. Default: a SQLite file 'ledger.sqlite' in state_dir. "
         "PostgreSQL: 'postgresql+psycopg://user@host/db'.",
     )
+    keep_bodies_days: float = Field(
+        default=30.0,
+        ge=3.0,
+        description="Days a final document's invoice JSON and sent bytes are kept in the ledger before they are "
+        "pruned (the hash, uuid, longId, times and errors stay for good). At least 3: MyInvois's cancellation "
+        "window is 72 hours after validation.",
+    )
 
     @field_validator("url")
     @classmethod

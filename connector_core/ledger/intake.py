@@ -29,7 +29,7 @@ from typing import Any
 from sqlalchemy import and_, func, select, update
 
 from connector_core.contract import DocumentState
-from connector_core.ledger import states
+from connector_core.ledger import bodies, states
 from connector_core.ledger.database import LedgerPart, chunks, create_lock, hold, utcnow
 from connector_core.ledger.records import FetchedItem, RecordSummary
 from connector_core.ledger.schema import documents
@@ -97,8 +97,12 @@ class Intake(LedgerPart):
                         f"invoice {key} of source {source}: the ledger row kept changing while it was recorded; "
                         "the page is recorded again on the next fetch"
                     )
+            bodies_to_write: list[tuple[int, str]] = []
             for transition, rows in _group_inserts(inserts):
-                states.insert_state(conn, transition, rows)
+                contents = [row.pop("invoice_json") for row in rows]
+                ids = states.insert_state(conn, transition, rows, returning_ids=True)
+                bodies_to_write += [(i, c) for i, c in zip(ids, contents, strict=True) if c is not None]
+            bodies.write(conn, bodies_to_write)
         return summary
 
     # --- one invoice ------------------------------------------------------------------------
@@ -145,21 +149,24 @@ class Intake(LedgerPart):
 
         if state == D.PENDING.value:
             transition = states.doc("edit_to_invalid" if problems else "edit_pending")
+            content = values.pop("invoice_json")
             moved = states.move(
                 conn,
                 transition,
                 documents.c.id == row.id,
                 documents.c.fingerprint == row.fingerprint,
-                values={**values, "document": None, "document_hash": None, "issued_at": None},
+                values={**values, "document_hash": None, "issued_at": None},
             )
             if moved.lost:
                 return "lost"
+            bodies.replace_invoice(conn, row.id, content)
             summary.updated += 1
             if problems:
                 summary.locally_invalid += 1
             return "done"
 
         if state == D.HELD.value:
+            content = values.pop("invoice_json")
             moved = states.move(
                 conn,
                 states.doc("edit_held"),
@@ -169,6 +176,7 @@ class Intake(LedgerPart):
             )
             if moved.lost:
                 return "lost"
+            bodies.replace_invoice(conn, row.id, content)
             summary.updated += 1
             summary.changed_after_submit.append(key)
             return "done"
@@ -302,6 +310,7 @@ def _rechecks(row) -> bool:
 
 
 def _content(item: FetchedItem, problems: list[str], now) -> dict[str, Any]:
+    """The row's new values; ``invoice_json`` goes to ``document_bodies``, not the row."""
     return {
         "fingerprint": item.fingerprint,
         "number": item.number,

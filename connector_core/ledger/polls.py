@@ -18,7 +18,7 @@ from connector_core.ledger import claimed, states
 from connector_core.ledger.database import LedgerPart, as_utc, utcnow
 from connector_core.ledger.held import release_held
 from connector_core.ledger.records import DocumentStatusUpdate, SubmissionRecord, SubmittedDocument
-from connector_core.ledger.schema import documents, submissions
+from connector_core.ledger.schema import document_bodies, documents, submissions
 from connector_core.ledger.sends import documents_of, load_submissions
 from connector_core.ledger.states import SubmissionState
 
@@ -187,9 +187,12 @@ class Polls(LedgerPart):
             return dict(row._mapping) if row else None
 
     def document_content(self, doc_id: int) -> tuple[str | None, str | None]:
-        """The stored bytes and hash of one document."""
+        """The stored bytes and hash of one document. The bytes are None once a final
+        document's body was pruned (see :mod:`.bodies`); the hash is kept for good."""
         with self.engine.connect() as conn:
             row = conn.execute(
-                select(documents.c.document, documents.c.document_hash).where(documents.c.id == doc_id)
+                select(document_bodies.c.document, documents.c.document_hash)
+                .select_from(documents.outerjoin(document_bodies, document_bodies.c.document_id == documents.c.id))
+                .where(documents.c.id == doc_id)
             ).first()
             return (row.document, row.document_hash) if row else (None, None)

@@ -7,14 +7,14 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select
+from sqlalchemy import and_, bindparam, func, or_, select
 
 from connector_core.ledger import states
 from connector_core.ledger.database import LedgerPart, as_utc, iso, utcnow
-from connector_core.ledger.schema import documents, submissions
+from connector_core.ledger.schema import document_bodies, documents, submissions
 from connector_core.ledger.states import SubmissionState
 
-_OPEN = list(states.OPEN)
+_OPEN = sorted(states.OPEN)
 _FINAL = list(states.FINAL)
 #: Write-back failures after which ``run --once`` stops waiting for an outcome: it needs the
 #: ERP's administrator, and it is named in the summary and in ``status``.
@@ -26,6 +26,9 @@ _NEEDS_ATTENTION = [
     states.D.LOCALLY_INVALID.value,
     states.D.CHANGED_AFTER_VALID.value,
 ]
+
+
+_OLDEST_FETCHED = select(func.min(documents.c.fetched_at)).where(documents.c.state == bindparam("state"))
 
 
 def _is_latest_version(row: Any = documents) -> Any:
@@ -88,10 +91,13 @@ class Status(LedgerPart):
         return int(open_docs or 0) + int(unreported or 0)
 
     def oldest_pending_fetched_at(self) -> datetime | None:
+        """When the oldest document not final yet was fetched. Run after every cycle: one index
+        seek per open state (ix_documents_state_fetched_at), where a MIN over ``state IN (...)``
+        read every open row, or on some plans the whole table."""
         with self.engine.connect() as conn:
-            return as_utc(
-                conn.execute(select(func.min(documents.c.fetched_at)).where(documents.c.state.in_(_OPEN))).scalar()
-            )
+            oldest = [conn.execute(_OLDEST_FETCHED, {"state": state}).scalar() for state in _OPEN]
+        found = [as_utc(at) for at in oldest if at is not None]
+        return min(found) if found else None
 
     def stuck_submissions(self, accepted_before: datetime) -> list[tuple[str, list[str], float]]:
         """Submissions MyInvois accepted before ``accepted_before`` and still has not finished
@@ -188,7 +194,13 @@ class Status(LedgerPart):
             ]
 
     def find_documents(self, *, source: str | None = None, number: str | None = None) -> list[dict[str, Any]]:
-        stmt = select(documents).order_by(documents.c.id)
+        """Every column of the matching rows, with ``invoice_json`` and ``document`` from their
+        body (None once pruned). For tools and tests, never per cycle."""
+        stmt = (
+            select(documents, document_bodies.c.invoice_json, document_bodies.c.document)
+            .select_from(documents.outerjoin(document_bodies, document_bodies.c.document_id == documents.c.id))
+            .order_by(documents.c.id)
+        )
         if source is not None:
             stmt = stmt.where(documents.c.source == source)
         if number is not None:

@@ -49,11 +49,8 @@ documents = Table(
     Column("document_type", String(2), nullable=True),
     Column("issuer_tin", String(20), nullable=True),
     Column("state", String(20), nullable=False),
-    Column("invoice_json", LONG_TEXT, nullable=True),
-    # The exact bytes sent (persisted before sending) and their SHA-256: a re-send after an
-    # in-doubt submit is then byte-identical, which is what lets MyInvois's 422 and DS302
-    # duplicate checks recognise it.
-    Column("document", LONG_TEXT, nullable=True),
+    # The SHA-256 of the exact bytes sent (the bytes themselves are in ``document_bodies``):
+    # kept for good, for audit and for MyInvois's DS302 "identical document" check.
     Column("document_hash", String(64), nullable=True),
     Column("issued_at", DateTime(timezone=True), nullable=True),
     Column("submission_id", Integer, ForeignKey("submissions.id"), nullable=True),
@@ -75,11 +72,35 @@ documents = Table(
     Column("report_error", Text, nullable=True),
     Column("next_report_at", DateTime(timezone=True), nullable=True),
     UniqueConstraint("source", "source_key", "version", name="uq_documents_source_key_version"),
-    Index("ix_documents_state_profile", "state", "profile"),
+    # Every query run per cycle or per document reads through one of these (a test checks the
+    # plans: tests/core/test_query_plans.py); none of them scans the table, which only grows.
+    # The pending claim: ``id`` last, so PostgreSQL reads the oldest first without a sort.
+    Index("ix_documents_state_profile", "state", "profile", "id"),
     Index("ix_documents_submission_id", "submission_id"),
     Index("ix_documents_uuid", "uuid"),
-    Index("ix_documents_unreported", "source", "reported_at", "state"),
+    # ``reported_at`` first: outcomes not yet written back are a short range at the front
+    # (NULL), with or without a source.
+    Index("ix_documents_unreported", "reported_at", "source", "state"),
     Index("ix_documents_profile_number", "profile", "number"),
+    # The oldest open document (the monitoring gauge): one seek per open state.
+    Index("ix_documents_state_fetched_at", "state", "fetched_at"),
+    # Pruning of bodies: final documents in the order they became final.
+    Index("ix_documents_final_at", "final_at", "id"),
+)
+
+#: What a document was built from and the exact bytes sent, written once beside its row and
+#: dropped ``ledger.keep_bodies_days`` after it is final (see :mod:`.bodies`). Several KB each:
+#: on the hot row they made every scan and every page of the documents table heavy, and they
+#: are only read to build, to send, and to re-send the identical bytes.
+document_bodies = Table(
+    "document_bodies",
+    metadata,
+    Column("document_id", Integer, ForeignKey("documents.id"), primary_key=True, autoincrement=False),
+    Column("invoice_json", LONG_TEXT, nullable=True),
+    # The exact bytes sent (persisted before sending): a re-send after an in-doubt submit is
+    # then byte-identical, which is what lets MyInvois's 422 and DS302 duplicate checks
+    # recognise it.
+    Column("document", LONG_TEXT, nullable=True),
 )
 
 #: One row per submit request. ``state`` tells what the connector knows about its outcome.

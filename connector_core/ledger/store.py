@@ -7,7 +7,8 @@ It is split by who writes what, each part one job over the same engine:
 * :attr:`Ledger.polls` — what Get Submission said (:mod:`.polls`);
 * :attr:`Ledger.writeback` — outcomes offered to the ERP (:mod:`.writeback`);
 * :attr:`Ledger.status` — read-only questions (:mod:`.queries`);
-* :attr:`Ledger.journal` — counters and incidents (:mod:`.journal`).
+* :attr:`Ledger.journal` — counters and incidents (:mod:`.journal`);
+* :attr:`Ledger.bodies` — invoice JSON and built bytes, and their pruning (:mod:`.bodies`).
 
 Every state change goes through the declared state machine of :mod:`.states`, as a
 compare-and-set; each public method is one transaction.
@@ -20,6 +21,7 @@ from pathlib import Path
 from sqlalchemy.engine import make_url
 
 from connector_core.ledger import migrate
+from connector_core.ledger.bodies import Bodies
 from connector_core.ledger.database import make_engine
 from connector_core.ledger.intake import Intake
 from connector_core.ledger.journal import Journal
@@ -60,6 +62,7 @@ class Ledger:
         self.writeback = WriteBack(self.engine, sender)
         self.status = Status(self.engine, sender)
         self.journal = Journal(self.engine, sender)
+        self.bodies = Bodies(self.engine, sender)
 
     def schema_revision(self) -> str | None:
         return migrate.current_revision(self.engine)

@@ -1,0 +1,183 @@
+"""The bulky part of a document, beside its row: the invoice JSON it was built from and the
+exact bytes sent (``document_bodies``).
+
+Written once: the invoice JSON when the invoice is recorded, the bytes when it is claimed. An
+ERP edit before the claim replaces both (the row is still ``pending`` or ``held``); nothing else
+ever rewrites them.
+
+Kept while they can be needed: building (pending), sending and re-sending the identical bytes
+after a lost answer (in flight). Once a document is final, nothing sends it again; its bytes
+stay for ``ledger.keep_bodies_days`` (at least MyInvois's 72-hour cancellation window, so an
+operator can still look at what was sent) and are then pruned. The row keeps what an audit
+needs: the hash of the bytes, uuid, longId, times and errors.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import bindparam, delete, func, insert, select, tuple_, update
+
+from connector_core.ledger import states
+from connector_core.ledger.database import LedgerPart, as_utc, chunks, utcnow
+from connector_core.ledger.journal import Journal
+from connector_core.ledger.schema import document_bodies, documents
+
+#: Documents whose bodies one pruning statement removes: small enough that a pruning run never
+#: holds the write lock for long (SQLite has one writer), large enough to keep up with
+#: MyInvois's ceiling of 10,000 documents a minute in a few statements.
+PRUNE_BATCH = 2000
+
+#: How often the daemon's maintenance looks for bodies to prune.
+PRUNE_EVERY_SECONDS = 60.0
+
+log = logging.getLogger("connector_core.ledger")
+_FINAL = sorted(states.FINAL)
+
+# Compiled once; run as executemany with one parameter set per document.
+_INSERT = insert(document_bodies)
+_SET_DOCUMENT = (
+    update(document_bodies)
+    .where(document_bodies.c.document_id == bindparam("b_id"))
+    .values(document=bindparam("b_doc"))
+)
+
+
+class BodyPruned(LookupError):
+    """A body was asked for after it was pruned. Only a final document's body is ever pruned,
+    and nothing in the connector needs a final document's bytes again."""
+
+    def __init__(self, doc_id: int) -> None:
+        super().__init__(
+            f"document {doc_id} is final and its invoice JSON and built bytes were pruned after "
+            "ledger.keep_bodies_days; the ledger keeps its hash, uuid, longId, times and errors, "
+            "and MyInvois keeps the document itself (Get Document by uuid)"
+        )
+
+
+def write(conn, rows: Sequence[tuple[int, str]]) -> None:
+    """New bodies: (document id, invoice JSON)."""
+    if rows:
+        conn.execute(_INSERT, [{"document_id": doc_id, "invoice_json": body} for doc_id, body in rows])
+
+
+def replace_invoice(conn, doc_id: int, invoice_json: str | None) -> None:
+    """An ERP edit of a row not claimed yet: the new content, and no built bytes."""
+    conn.execute(delete(document_bodies).where(document_bodies.c.document_id == doc_id))
+    if invoice_json is not None:
+        conn.execute(_INSERT, [{"document_id": doc_id, "invoice_json": invoice_json}])
+
+
+def set_documents(conn, rows: Sequence[tuple[int, str | None]]) -> None:
+    """The bytes to send, stored by the claim: (document id, content)."""
+    if not rows:
+        return
+    updated = conn.execute(_SET_DOCUMENT, [{"b_id": doc_id, "b_doc": content} for doc_id, content in rows]).rowcount
+    if updated != len(rows):
+        # A row without a body (recorded without invoice JSON, or by a tool): the bytes sent
+        # must be kept all the same, or a re-send after a lost answer could not be identical.
+        have = set(
+            conn.execute(
+                select(document_bodies.c.document_id).where(document_bodies.c.document_id.in_([i for i, _ in rows]))
+            ).scalars()
+        )
+        missing = [{"document_id": i, "document": content} for i, content in rows if i not in have]
+        if missing:
+            conn.execute(_INSERT, missing)
+
+
+class Bodies(LedgerPart):
+    """Reading one body, and pruning those of final documents."""
+
+    def __init__(self, engine, sender) -> None:
+        super().__init__(engine, sender)
+        # Where the previous pruning stopped, in (final_at, id) order: each run reads only the
+        # documents that became final since, however large the ledger grows. In memory: after a
+        # restart the first run walks the final documents once (index only).
+        self._pruned_to: tuple[datetime, int] | None = None
+        self._last_run: float | None = None
+
+    def content(self, doc_id: int) -> tuple[str | None, str | None]:
+        """(invoice JSON, built bytes) of one document; raises :class:`BodyPruned` if its body
+        was pruned, (None, None) for a document that never had one (refused before building)."""
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(documents.c.state, document_bodies.c.document_id, document_bodies.c.invoice_json,
+                       document_bodies.c.document)
+                .select_from(documents.outerjoin(document_bodies, document_bodies.c.document_id == documents.c.id))
+                .where(documents.c.id == doc_id)
+            ).first()  # fmt: skip
+        if row is None:
+            return None, None
+        if row.document_id is None:
+            if row.state in states.FINAL:
+                raise BodyPruned(doc_id)
+            return None, None
+        return row.invoice_json, row.document
+
+    def prune_if_due(self, keep_days: float) -> int:
+        """:meth:`prune`, at most once every :data:`PRUNE_EVERY_SECONDS`: the daemon calls it
+        after every poll cycle (every 2 s by default), and a day's retention needs no finer grain."""
+        now = time.monotonic()
+        if self._last_run is not None and now - self._last_run < PRUNE_EVERY_SECONDS:
+            return 0
+        self._last_run = now
+        removed = self.prune(keep_days)
+        if removed:
+            Journal(self.engine, self.sender).increment("bodies_pruned", removed)
+            log.info(
+                "pruned the invoice JSON and sent bytes of %d final document(s) (ledger.keep_bodies_days)", removed
+            )
+        return removed
+
+    def prune(self, keep_days: float, *, now: datetime | None = None, batch: int = PRUNE_BATCH) -> int:
+        """Remove the bodies of documents final for more than ``keep_days``; return how many.
+        Each batch is its own short transaction."""
+        cutoff = (now or utcnow()) - timedelta(days=keep_days)
+        removed = 0
+        if self._pruned_to is None:
+            self._pruned_to = self._oldest_kept()
+            if self._pruned_to is None:
+                return 0
+        while True:
+            with self.engine.begin() as conn:
+                stmt = select(documents.c.id, documents.c.final_at).where(
+                    documents.c.final_at <= cutoff, documents.c.state.in_(_FINAL)
+                )
+                at, last_id = self._pruned_to
+                stmt = stmt.where(tuple_(documents.c.final_at, documents.c.id) > tuple_(at, last_id))
+                rows = conn.execute(stmt.order_by(documents.c.final_at, documents.c.id).limit(batch)).all()
+                if not rows:
+                    return removed
+                for chunk in chunks([r.id for r in rows]):
+                    result = conn.execute(delete(document_bodies).where(document_bodies.c.document_id.in_(chunk)))
+                    removed += result.rowcount or 0
+                self._pruned_to = (as_utc(rows[-1].final_at), rows[-1].id)
+            if len(rows) < batch:
+                return removed
+
+    def _oldest_kept(self) -> tuple[datetime, int] | None:
+        """Just before the first final document that still has a body, in (final_at, id) order;
+        None while no final document has one. Once per process: it reads the side table
+        (bounded by the retention), where starting from the beginning would walk every final
+        document of the ledger's history."""
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(documents.c.final_at, documents.c.id)
+                .select_from(document_bodies.join(documents, documents.c.id == document_bodies.c.document_id))
+                .where(documents.c.state.in_(_FINAL), documents.c.final_at.is_not(None))
+                .order_by(documents.c.final_at, documents.c.id)
+                .limit(1)
+            ).first()
+        return (as_utc(row.final_at), row.id - 1) if row else None
+
+    def stored(self) -> dict[str, Any]:
+        """What ``status`` says about bodies: how many are kept. Counts the side table (bounded
+        by the retention), not the ledger; for ``status``, never run per cycle."""
+        with self.engine.connect() as conn:
+            count = conn.execute(select(func.count()).select_from(document_bodies)).scalar()
+        return {"kept": int(count or 0)}
