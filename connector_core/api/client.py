@@ -54,7 +54,7 @@ from .errors import (
     error_class_for_status,
 )
 from .events import ApiCall, Listener, notify
-from .ratelimit import RatePolicy
+from .ratelimit import RatePolicy, Slot
 from .responses import (
     DocumentDetails,
     ErrorDetail,
@@ -366,7 +366,7 @@ class MyInvoisClient:
                     self._sleep(backoff_delay(failures, settings))
                     continue
                 raise
-            self.rate_policy.acquire(client_id, endpoint)  # raises RateBackendUnavailable before anything is sent
+            slot = self.rate_policy.take(client_id, endpoint)  # raises RateBackendUnavailable before anything is sent
             headers = {
                 "Accept": "application/json",
                 "Accept-Language": "en",
@@ -376,7 +376,7 @@ class MyInvoisClient:
                 headers["Content-Type"] = "application/json"
             started = time.monotonic()
             try:
-                response = self._http.request(route.method, url, params=params, content=content, headers=headers)
+                response = self._send(slot, route.method, url, params=params, content=content, headers=headers)
             except httpx.TransportError as exc:
                 duration = time.monotonic() - started
                 sent = not isinstance(exc, _NOT_SENT)
@@ -454,6 +454,14 @@ class MyInvoisClient:
                     self._sleep(backoff_delay(failures, settings))
                     continue
             raise error
+
+    def _send(self, slot: Slot, method: str, url: str, **request: Any) -> httpx.Response:
+        try:
+            return self._http.request(method, url, **request)
+        finally:
+            # MyInvois counted the call, if ever, by the time its answer or failure is here: the
+            # slot is counted from now on, not from the grant (see api/ratelimit.py).
+            self.rate_policy.release(slot)
 
     def _transport_error(self, endpoint: Endpoint, exc: httpx.TransportError, sent: bool) -> ApiError:
         kind = type(exc).__name__

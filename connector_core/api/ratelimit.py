@@ -1,37 +1,51 @@
 """Client-side rate limits, shared by every process that uses the same backend.
 
-LHDN limits each API per client id and per minute, and answers over-eager clients with 429 — and
-with throttling of the client id when it keeps happening. So before every call the client takes
-a slot for ``(client_id, endpoint)`` from a sliding-window bucket (pyrate-limiter 4: we reuse its
-tested buckets rather than hand-writing the atomic check-and-insert of each backend). Several
-daemon processes or hosts working for one client id share the buckets through one backend:
+LHDN limits each API per client id over a sliding window (a minute), and answers over-eager
+clients with 429 — and with throttling of the client id when it keeps happening. So every call
+takes a *slot* for ``(client_id, endpoint)`` before it is sent, and gives it back when its
+answer (or its failure) is here. Several daemon processes or hosts working for one client id
+share the slots through one backend:
 
 * ``memory``: one process only;
-* ``sqlite:///path/to/file.db``: processes on one host (the bucket table is guarded by a file
-  lock next to the database, ``<file>.lock``, so count-then-insert is atomic across processes);
-* ``redis://host:port/db``: processes on several hosts (an atomic Lua check-and-insert);
-* ``postgresql://...``: processes on several hosts (the bucket table is locked per insert).
+* ``sqlite:///path/to/file.db``: processes on one host (``BEGIN IMMEDIATE`` makes count-then-insert
+  atomic across processes);
+* ``redis://host:port/db``: processes on several hosts (an atomic Lua count-then-insert);
+* ``postgresql://...``: processes on several hosts (a transaction-scoped advisory lock per bucket).
 
-The waiting loop is ours, not the library's, because three more things decide when a slot may
-be taken, and each must be checked *before* the slot is taken:
+**When a call counts.** LHDN counts a call when it reaches it, somewhere between the moment we
+send it and the moment its answer is back; we cannot know when exactly, and on a busy machine or
+a slow network the delay differs from call to call. So a slot is stamped with the latest moment
+the call can have been counted:
+
+* while the call is *in flight*, the slot counts in every window (it is stamped one window
+  ahead, so that a process that dies mid-call frees it two windows after the grant at most);
+* when the answer or the failure arrives, :meth:`RatePolicy.release` moves the stamp to that
+  moment, plus a small guard (``arrival_margin_seconds``, 0.1 s per minute) for the clocks of
+  hosts sharing a backend;
+* a new slot is granted only while fewer than ``limit`` stamps lie within the last window.
+
+A call counted by LHDN at ``T`` was answered at ``R >= T``; a slot granted at ``G >= R + window``
+after it is counted at ``T' >= G``, so ``T' - T >= window``: LHDN's window never holds more
+than ``limit`` of our calls, however the delays vary, and we lose only each call's own duration
+per window (about 1 s of LHDN's 60 for Submit Documents: 0.98 of the ceiling).
+
+The waiting loop decides three more things, each *before* a slot is taken:
 
 * a shared *cool-down* per ``(client_id, endpoint)``: when any process receives a 429 with
   ``Retry-After``, it writes "blocked until T" to the backend, and every process waits until T.
-  A slot is only taken once the cool-down is over; a slot taken before one appeared is never
-  used after it (it would fire together with the fresh ones and double the load on LHDN's
-  window right after the wait);
-* a local floor: each policy also remembers its own grants of the window in memory and never
-  exceeds a limit counting those, so a backend that forgot its window (Redis restarted without
-  persistence) cannot hand out a second full window on top of the calls just made;
+  A slot is only taken once the cool-down is over; a slot taken while one appeared is handed
+  back unused (it would fire together with the fresh ones and double the load on LHDN's window
+  right after the wait);
+* a local floor: each policy also keeps its own slots in memory and never exceeds a limit
+  counting those, so a backend that forgot its window (Redis restarted without persistence)
+  cannot hand out a second full window on top of the calls just made;
 * the backend's health: any failure of the backend raises :class:`.errors.RateBackendUnavailable`
   before anything is sent, and the next call simply tries the backend again.
 
-LHDN counts a call when it *arrives*, we count it when we *grant* it; the time between (sending,
-a busy machine, the network) varies from call to call. So our window is longer than LHDN's by
-``arrival_margin_seconds`` (1 s in 60 by default): any ``limit`` grants then span at least 61 s,
-and their arrivals still span more than LHDN's 60 s unless one call takes a full second longer
-to arrive than another. ``safety_factor`` (default 1.0) stays for operators who want to leave
-part of LHDN's figure unused, e.g. for another tool on the same client id.
+The slot stores are our own, not pyrate-limiter's buckets: those stamp an item once, at the
+grant, and cannot hold a slot for a call in flight nor move it to the answer's time.
+``safety_factor`` (default 1.0) stays for operators who want to leave part of LHDN's figure
+unused, e.g. for another tool on the same client id.
 """
 
 from __future__ import annotations
@@ -43,15 +57,14 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, cast
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
-from pyrate_limiter import AbstractBucket, InMemoryBucket, Rate, RateItem, validate_rate_list
 
 if TYPE_CHECKING:
     from filelock import SoftFileLock
@@ -65,15 +78,13 @@ log = logging.getLogger(__name__)
 
 BACKEND_SCHEMES = ("memory", "sqlite:///", "redis://", "rediss://", "unix://", "postgresql://", "postgres://")
 
-#: Extra sleep after a computed wait for a slot, as pyrate-limiter's own loop had: a retry landing
-#: on the very millisecond the slot frees would be refused and spin, and where windows are
-#: compressed (tests, benchmarks) and the arrival margin with them to tens of milliseconds, it
-#: keeps the grant at a window's edge clear of scheduling jitter. At 60 s it costs nothing.
-_RETRY_SLACK_S = 0.05
+#: Extra sleep after a computed wait for a slot: a retry landing a hair before the stamp leaves
+#: the window (timer resolution) would be refused and loop once more. Kept tiny: it is paid
+#: once per slot at the window's edge, so it comes straight off the sustained rate.
+_RETRY_SLACK_S = 0.002
 
-#: How often a bucket's expired entries are deleted. Counting ignores them anyway; this only
-#: keeps the tables and keys small.
-_TIDY_EVERY_S = 10.0
+#: A limit and the window it applies to, in seconds: (100, 60.0) = 100 calls per 60 s.
+Rate = tuple[int, float]
 
 
 class RateLimitSettings(BaseModel):
@@ -85,14 +96,14 @@ class RateLimitSettings(BaseModel):
         "production",
         description="LHDN's published production limits; 'sandbox' = our guess (half), 'off' = no client-side limit.",
     )
-    # 1.0: the arrival margin below now absorbs the grant-to-arrival jitter that 0.97 used to;
-    # a lower figure only leaves part of LHDN's limit unused on purpose.
+    # 1.0: a slot is counted until its call's answer, so the grant-to-arrival delay that 0.97
+    # used to absorb is accounted for; a lower figure only leaves part of LHDN's limit unused.
     safety_factor: float = Field(1.0, gt=0, le=1, description="Fraction of LHDN's limit we allow ourselves.")
     arrival_margin_seconds: float = Field(
-        1.0,
+        0.1,
         ge=0,
-        description="Seconds by which our window is longer than LHDN's, per 60 s of window: LHDN counts calls "
-        "when they arrive, we when we grant them. Scaled with window_seconds.",
+        description="Guard, in seconds per 60 s of window, added to a call's answer time before its slot may leave "
+        "our window: covers the clock difference between hosts sharing a backend. Scaled with window_seconds.",
     )
     window_seconds: float = Field(
         LHDN_WINDOW_SECONDS, gt=0, description="Length of LHDN's limit window. LHDN's is 60 s; benchmarks compress it."
@@ -151,13 +162,30 @@ class RateLimitSettings(BaseModel):
         return max(1, math.floor(published * self.safety_factor))
 
     def counting_window_seconds(self) -> float:
-        """Length of our window: LHDN's plus the arrival margin, both compressed alike in benchmarks."""
-        return self.window_seconds * (1 + self.arrival_margin_seconds / LHDN_WINDOW_SECONDS)
+        """Length of our window: LHDN's (compressed alike in tests and benchmarks)."""
+        return self.window_seconds
+
+    def guard_seconds(self) -> float:
+        """What is added to a call's answer time before its slot may leave the window."""
+        return self.window_seconds * self.arrival_margin_seconds / LHDN_WINDOW_SECONDS
+
+
+@dataclass(frozen=True)
+class Slot:
+    """One call's place in a window, from its grant until :meth:`RatePolicy.release`.
+
+    ``bucket`` is None where no limit applies (nothing to hand back).
+    """
+
+    endpoint: Endpoint
+    bucket: str | None
+    id: str
+    waited: float
 
 
 def _safe_name(prefix: str, client_id: str, endpoint: Endpoint) -> str:
-    # Client ids may hold any character; table names and keys must not. The digest keeps one
-    # bucket per client id without putting the id itself in a SQL identifier.
+    # Client ids may hold any character; bucket names and keys must not. The digest keeps one
+    # bucket per client id without putting the id itself in a key or a row.
     digest = hashlib.sha256(client_id.encode()).hexdigest()[:12]
     return f"{prefix}_{endpoint.value}_{digest}".lower()
 
@@ -181,8 +209,23 @@ def _secrets_in(url: str) -> list[str]:
     return found
 
 
+def _wait_for(blocking_stamp: float, interval: float, now: float) -> float:
+    """Seconds until the slot stamped ``blocking_stamp`` leaves a window of ``interval``.
+
+    A slot still in flight (stamped ahead of now) is released at now at the earliest, and then
+    stays in the window for a whole interval: waiting less would only ask again for nothing.
+    """
+    return min(blocking_stamp, now) + interval - now
+
+
 class _Backend:
-    """Where buckets and cool-downs live. Times in cool-downs are epoch seconds (shared between hosts).
+    """Where slots and cool-downs live. Times are epoch seconds (shared between hosts).
+
+    Every slot store makes the same decision, atomically: a slot stamped ``in_flight_until`` is
+    added unless, for some rate, ``limit`` slots already have a stamp within ``interval`` of
+    ``now``; then it answers the seconds until the blocking one leaves (see :func:`_wait_for`).
+    Stamps later than ``now`` count too: those are calls in flight, or granted by a process
+    whose clock is a little ahead.
 
     Nothing here connects at construction: a backend that is down when the daemon starts is
     reported by the first call, like one that goes down later, and picked up when it comes back.
@@ -195,7 +238,20 @@ class _Backend:
         self.url = url
         self.timeout = timeout
 
-    def make_bucket(self, name: str, rates: list[Rate]) -> AbstractBucket:
+    def take(self, bucket: str, slot: str, now: float, in_flight_until: float, rates: list[Rate]) -> float:
+        """Add the slot: 0.0; or, when a window is full, the seconds until one may be free."""
+        raise NotImplementedError
+
+    def settle(self, bucket: str, slot: str, stamp: float) -> None:
+        """Move the slot's stamp to ``stamp`` (the call's answer time plus the guard)."""
+        raise NotImplementedError
+
+    def cancel(self, bucket: str, slot: str) -> None:
+        """Remove a slot whose call was never sent."""
+        raise NotImplementedError
+
+    def count(self, bucket: str) -> int:
+        """Slots the backend holds for ``bucket`` (expired ones not yet tidied included)."""
         raise NotImplementedError
 
     def get_cooldown(self, key: str) -> float | None:
@@ -222,13 +278,43 @@ class _Backend:
 
 
 class _MemoryBackend(_Backend):
-    def __init__(self, url: str, timeout: float) -> None:
+    """One process's slots; also each policy's local floor under a shared backend."""
+
+    def __init__(self, url: str = "memory", timeout: float = 5.0) -> None:
         super().__init__(url, timeout)
         self._lock = threading.Lock()
+        self._slots: dict[str, dict[str, float]] = {}
         self._cooldowns: dict[str, float] = {}
 
-    def make_bucket(self, name: str, rates: list[Rate]) -> AbstractBucket:
-        return InMemoryBucket(rates)
+    def take(self, bucket: str, slot: str, now: float, in_flight_until: float, rates: list[Rate]) -> float:
+        longest = max(interval for _, interval in rates)
+        with self._lock:
+            slots = self._slots.setdefault(bucket, {})
+            for old in [name for name, stamp in slots.items() if stamp <= now - longest]:
+                del slots[old]
+            wait = 0.0
+            for limit, interval in rates:
+                in_window = sorted((s for s in slots.values() if s > now - interval), reverse=True)
+                if len(in_window) >= limit:
+                    wait = max(wait, _wait_for(in_window[limit - 1], interval, now))
+            if wait > 0:
+                return wait
+            slots[slot] = in_flight_until
+            return 0.0
+
+    def settle(self, bucket: str, slot: str, stamp: float) -> None:
+        with self._lock:
+            slots = self._slots.get(bucket, {})
+            if slot in slots:
+                slots[slot] = stamp
+
+    def cancel(self, bucket: str, slot: str) -> None:
+        with self._lock:
+            self._slots.get(bucket, {}).pop(slot, None)
+
+    def count(self, bucket: str) -> int:
+        with self._lock:
+            return len(self._slots.get(bucket, {}))
 
     def get_cooldown(self, key: str) -> float | None:
         with self._lock:
@@ -237,6 +323,9 @@ class _MemoryBackend(_Backend):
     def extend_cooldown(self, key: str, until: float) -> None:
         with self._lock:
             self._cooldowns[key] = max(until, self._cooldowns.get(key, 0.0))
+
+
+_SQL_SLOT_TABLE = "myinvois_rate_slot"
 
 
 class _SQLiteBackend(_Backend):
@@ -258,16 +347,24 @@ class _SQLiteBackend(_Backend):
                 from filelock import FileLock
 
                 Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-                # The same lock file the buckets use, so cool-down writes and bucket writes never
-                # fight over SQLite's own locks.
+                # Cool-down writes take this file lock, so processes extending one cool-down
+                # never fight over SQLite's own locks; slots use SQLite's (BEGIN IMMEDIATE).
                 file_lock = FileLock(self.path + ".lock", timeout=self.timeout)
                 conn = sqlite3.connect(self.path, timeout=self.timeout, check_same_thread=False, isolation_level=None)
                 try:
                     with file_lock:
                         conn.execute("PRAGMA journal_mode=WAL")
+                        conn.execute("PRAGMA synchronous=NORMAL")
                         conn.execute(
                             "CREATE TABLE IF NOT EXISTS myinvois_rate_cooldown "
                             "(key TEXT PRIMARY KEY, until REAL NOT NULL)"
+                        )
+                        conn.execute(
+                            f"CREATE TABLE IF NOT EXISTS {_SQL_SLOT_TABLE} "
+                            "(slot TEXT PRIMARY KEY, bucket TEXT NOT NULL, stamp REAL NOT NULL)"
+                        )
+                        conn.execute(
+                            f"CREATE INDEX IF NOT EXISTS {_SQL_SLOT_TABLE}_bucket_stamp ON {_SQL_SLOT_TABLE} (bucket, stamp)"
                         )
                 except BaseException:
                     conn.close()
@@ -275,28 +372,53 @@ class _SQLiteBackend(_Backend):
                 self._conn, self._file_lock = conn, file_lock
             return self._conn
 
-    def make_bucket(self, name: str, rates: list[Rate]) -> AbstractBucket:
-        from filelock import FileLock
-        from pyrate_limiter import SQLiteBucket
-        from pyrate_limiter.buckets.sqlite_bucket import Queries
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction holding SQLite's write lock from its first statement: what it
+        counts cannot change before it inserts, in this process or any other."""
+        conn = self._ready()
+        with self._thread_lock:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
 
-        self._ready()
-        # What SQLiteBucket.init_from_file does, but with timeouts on the file lock and on
-        # SQLite's busy wait: the library's wait forever for a lock another program may never free.
-        file_lock = FileLock(self.path + ".lock", timeout=self.timeout)
-        conn = sqlite3.connect(self.path, timeout=self.timeout, isolation_level="DEFERRED", check_same_thread=False)
-        try:
-            with file_lock:
-                conn.execute("PRAGMA journal_mode=WAL")
-                conn.execute("PRAGMA synchronous=NORMAL")
-                conn.execute(Queries.CREATE_BUCKET_TABLE.format(table=name))
-                index = f"idx_{name}_rate_item_timestamp"
-                conn.execute(Queries.CREATE_INDEX_ON_TIMESTAMP.format(index_name=index, table_name=name))
-                conn.commit()
-        except BaseException:
-            conn.close()
-            raise
-        return SQLiteBucket(rates, conn, table=name, lock=file_lock)
+    def take(self, bucket: str, slot: str, now: float, in_flight_until: float, rates: list[Rate]) -> float:
+        longest = max(interval for _, interval in rates)
+        with self._write() as conn:
+            conn.execute(f"DELETE FROM {_SQL_SLOT_TABLE} WHERE bucket = ? AND stamp <= ?", (bucket, now - longest))
+            wait = 0.0
+            for limit, interval in rates:
+                row = conn.execute(
+                    f"SELECT stamp FROM {_SQL_SLOT_TABLE} WHERE bucket = ? AND stamp > ? "
+                    "ORDER BY stamp DESC LIMIT 1 OFFSET ?",
+                    (bucket, now - interval, limit - 1),
+                ).fetchone()
+                if row is not None:
+                    wait = max(wait, _wait_for(float(row[0]), interval, now))
+            if wait == 0:
+                conn.execute(
+                    f"INSERT INTO {_SQL_SLOT_TABLE} (slot, bucket, stamp) VALUES (?, ?, ?)",
+                    (slot, bucket, in_flight_until),
+                )
+            return wait
+
+    def settle(self, bucket: str, slot: str, stamp: float) -> None:
+        with self._write() as conn:
+            conn.execute(f"UPDATE {_SQL_SLOT_TABLE} SET stamp = ? WHERE slot = ?", (stamp, slot))
+
+    def cancel(self, bucket: str, slot: str) -> None:
+        with self._write() as conn:
+            conn.execute(f"DELETE FROM {_SQL_SLOT_TABLE} WHERE slot = ?", (slot,))
+
+    def count(self, bucket: str) -> int:
+        conn = self._ready()
+        with self._thread_lock:
+            row = conn.execute(f"SELECT count(*) FROM {_SQL_SLOT_TABLE} WHERE bucket = ?", (bucket,)).fetchone()
+        return int(row[0])
 
     def get_cooldown(self, key: str) -> float | None:
         conn = self._ready()
@@ -332,6 +454,31 @@ class _SQLiteBackend(_Backend):
                 self._conn = None
 
 
+# One atomic count-then-insert per take. Every window counts the bucket's stamps above its start
+# *up to +inf*: a slot stamped later than ours (a call in flight, or a host whose clock is ahead)
+# is in our window too. Numbers travel as strings: Lua's own would round epoch seconds.
+_REDIS_TAKE = """
+local key = KEYS[1]
+local now = tonumber(ARGV[1])
+redis.call('ZREMRANGEBYSCORE', key, '-inf', ARGV[4])
+local wait = 0
+for i = 0, tonumber(ARGV[6]) - 1 do
+    local limit = tonumber(ARGV[7 + 3 * i])
+    local interval = tonumber(ARGV[8 + 3 * i])
+    local blocking = redis.call('ZREVRANGEBYSCORE', key, '+inf', '(' .. ARGV[9 + 3 * i], 'WITHSCORES', 'LIMIT', limit - 1, 1)
+    if blocking[2] then
+        local stamp = math.min(tonumber(blocking[2]), now)
+        wait = math.max(wait, stamp + interval - now)
+    end
+end
+if wait > 0 then
+    return tostring(wait)
+end
+redis.call('ZADD', key, ARGV[3], ARGV[2])
+redis.call('PEXPIRE', key, ARGV[5])
+return '0'
+"""
+
 _REDIS_EXTEND = """
 local current = tonumber(redis.call('GET', KEYS[1]) or '0')
 if tonumber(ARGV[1]) > current then
@@ -339,46 +486,6 @@ if tonumber(ARGV[1]) > current then
 end
 return 1
 """
-
-
-# pyrate-limiter's Redis script counts the window's items up to the caller's own timestamp
-# (ZCOUNT window_start now). Two processes race: B stamps its item, A stamps later but its script
-# runs first, then B's count stops before A's item and admits one call too many (CI saw 5 grants
-# under a limit of 4). An item stamped after ours is in our window too, so we count up to +inf,
-# as the library's SQLite and PostgreSQL buckets already do.
-_LIBRARY_COUNT = "redis.call('ZCOUNT', bucket, window_start, now)"
-_SAFE_COUNT = "redis.call('ZCOUNT', bucket, window_start, '+inf')"
-
-
-def _redis_put_script() -> str:
-    from pyrate_limiter.buckets.redis_bucket import LuaScript
-
-    if _LIBRARY_COUNT not in LuaScript.PUT_ITEM:
-        # A pyrate-limiter release changed the script: look at it again rather than run
-        # an unpatched (possibly racy) or a wrongly patched one.
-        raise RuntimeError("pyrate-limiter's Redis script changed; review connector_core/api/ratelimit.py")
-    return LuaScript.PUT_ITEM.replace(_LIBRARY_COUNT, _SAFE_COUNT)
-
-
-def _redis_bucket_class() -> Any:  # a RedisBucket subclass, built when Redis is configured
-    from pyrate_limiter import RedisBucket
-    from redis.exceptions import NoScriptError
-
-    class SafeRedisBucket(RedisBucket):
-        """RedisBucket running the patched script, and loading it again if Redis forgot it.
-
-        A Redis restart or ``SCRIPT FLUSH`` drops loaded scripts; the library's bucket would then
-        fail every call with NOSCRIPT until the daemon restarts.
-        """
-
-        def _check_and_insert(self, item: RateItem):
-            try:
-                return super()._check_and_insert(item)
-            except NoScriptError:
-                self.script_hash = cast(str, self.redis.script_load(_redis_put_script()))  # a sync client
-                return super()._check_and_insert(item)
-
-    return SafeRedisBucket
 
 
 class _RedisBackend(_Backend):
@@ -390,16 +497,30 @@ class _RedisBackend(_Backend):
         # Timeouts given in the URL win over ours (redis-py applies the URL's options last).
         # The client reconnects by itself once Redis answers again.
         self._redis = redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
-        self._extend = self._redis.register_script(_REDIS_EXTEND)  # reloads itself on NOSCRIPT
-        self._bucket_class = _redis_bucket_class()
-        # SCRIPT LOAD answers the script's SHA-1: computed here, nothing is sent before the first
-        # call, and a Redis that does not know the script yet is taught it on NOSCRIPT.
-        self._put_script_hash = hashlib.sha1(_redis_put_script().encode()).hexdigest()
+        # Scripts reload themselves on NOSCRIPT (a Redis restart or SCRIPT FLUSH forgets them),
+        # and nothing is sent before the first call.
+        self._take = self._redis.register_script(_REDIS_TAKE)
+        self._extend = self._redis.register_script(_REDIS_EXTEND)
         self._epochs: dict[str, bytes | str | None] = {}
 
-    def make_bucket(self, name: str, rates: list[Rate]) -> AbstractBucket:
-        # The constructor, not RedisBucket.init(), so the bucket runs our script instead of loading the library's.
-        return self._bucket_class(rates, self._redis, bucket_key=f"{name}:bucket", script_hash=self._put_script_hash)
+    def take(self, bucket: str, slot: str, now: float, in_flight_until: float, rates: list[Rate]) -> float:
+        longest = max(interval for _, interval in rates)
+        # The key outlives its latest possible stamp by a window, so Redis drops idle buckets.
+        ttl_ms = max(1, math.ceil((in_flight_until - now + 2 * longest) * 1000))
+        args: list[Any] = [repr(now), slot, repr(in_flight_until), repr(now - longest), ttl_ms, len(rates)]
+        for limit, interval in rates:
+            args += [limit, repr(interval), repr(now - interval)]
+        return float(self._take(keys=[f"{bucket}:slots"], args=args))
+
+    def settle(self, bucket: str, slot: str, stamp: float) -> None:
+        # XX: only a slot Redis still holds (a restarted Redis lost it; the local floor has it).
+        self._redis.zadd(f"{bucket}:slots", {slot: stamp}, xx=True)
+
+    def cancel(self, bucket: str, slot: str) -> None:
+        self._redis.zrem(f"{bucket}:slots", slot)
+
+    def count(self, bucket: str) -> int:
+        return int(self._redis.zcard(f"{bucket}:slots"))
 
     def get_cooldown(self, key: str) -> float | None:
         value = self._redis.get(f"{key}:cooldown")
@@ -443,7 +564,7 @@ class _PostgresBackend(_Backend):
         super().__init__(url, timeout)
         self.outage_errors = (psycopg.Error, OSError)  # PoolTimeout is a psycopg.OperationalError
         conninfo = url.replace("postgresql+psycopg://", "postgresql://")
-        # Transactions stay on (no autocommit): PostgresBucket's table lock lives as long as the
+        # Transactions stay on (no autocommit): a take's advisory lock lives as long as the
         # transaction that the pool commits when the connection is handed back. The pool opens
         # its connections in the background and replaces broken ones by itself.
         self._pool = ConnectionPool(
@@ -454,23 +575,65 @@ class _PostgresBackend(_Backend):
             timeout=timeout,
             kwargs={"connect_timeout": max(2, math.ceil(timeout))},  # libpq's smallest is 2 s
         )
-        self._table_ready = False
+        self._tables_ready = False
 
     def _ready(self) -> None:
-        if self._table_ready:
+        if self._tables_ready:
             return
         with self._pool.connection() as conn:
+            # CREATE ... IF NOT EXISTS still races on the catalog between processes.
             conn.execute("SELECT pg_advisory_xact_lock(hashtext('myinvois_rate_cooldown'))")
             conn.execute(
                 "CREATE TABLE IF NOT EXISTS myinvois_rate_cooldown "
                 "(key TEXT PRIMARY KEY, until DOUBLE PRECISION NOT NULL)"
             )
-        self._table_ready = True
+            conn.execute(
+                f"CREATE TABLE IF NOT EXISTS {_SQL_SLOT_TABLE} "
+                "(slot TEXT PRIMARY KEY, bucket TEXT NOT NULL, stamp DOUBLE PRECISION NOT NULL)"
+            )
+            conn.execute(
+                f"CREATE INDEX IF NOT EXISTS {_SQL_SLOT_TABLE}_bucket_stamp ON {_SQL_SLOT_TABLE} (bucket, stamp)"
+            )
+        self._tables_ready = True
 
-    def make_bucket(self, name: str, rates: list[Rate]) -> AbstractBucket:
-        from pyrate_limiter import PostgresBucket
+    def take(self, bucket: str, slot: str, now: float, in_flight_until: float, rates: list[Rate]) -> float:
+        self._ready()
+        longest = max(interval for _, interval in rates)
+        with self._pool.connection() as conn:
+            # One taker per bucket at a time, in every process and host, until the commit.
+            conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (bucket,))
+            conn.execute(f"DELETE FROM {_SQL_SLOT_TABLE} WHERE bucket = %s AND stamp <= %s", (bucket, now - longest))
+            wait = 0.0
+            for limit, interval in rates:
+                row = conn.execute(
+                    f"SELECT stamp FROM {_SQL_SLOT_TABLE} WHERE bucket = %s AND stamp > %s "
+                    "ORDER BY stamp DESC OFFSET %s LIMIT 1",
+                    (bucket, now - interval, limit - 1),
+                ).fetchone()
+                if row is not None:
+                    wait = max(wait, _wait_for(float(row[0]), interval, now))
+            if wait == 0:
+                conn.execute(
+                    f"INSERT INTO {_SQL_SLOT_TABLE} (slot, bucket, stamp) VALUES (%s, %s, %s)",
+                    (slot, bucket, in_flight_until),
+                )
+            return wait
 
-        return PostgresBucket(self._pool, name, rates)
+    def settle(self, bucket: str, slot: str, stamp: float) -> None:
+        self._ready()
+        with self._pool.connection() as conn:
+            conn.execute(f"UPDATE {_SQL_SLOT_TABLE} SET stamp = %s WHERE slot = %s", (stamp, slot))
+
+    def cancel(self, bucket: str, slot: str) -> None:
+        self._ready()
+        with self._pool.connection() as conn:
+            conn.execute(f"DELETE FROM {_SQL_SLOT_TABLE} WHERE slot = %s", (slot,))
+
+    def count(self, bucket: str) -> int:
+        self._ready()
+        with self._pool.connection() as conn:
+            row = conn.execute(f"SELECT count(*) FROM {_SQL_SLOT_TABLE} WHERE bucket = %s", (bucket,)).fetchone()
+        return int(row[0]) if row else 0
 
     def get_cooldown(self, key: str) -> float | None:
         self._ready()
@@ -497,7 +660,6 @@ class _PostgresBackend(_Backend):
         return f"start PostgreSQL or make it reachable and accept the configured user (pg_isready{where})"
 
     def close(self) -> None:
-        # PostgresBucket.close() closes the shared pool too; closing twice is harmless.
         if not self._pool.closed:
             self._pool.close()
 
@@ -539,127 +701,14 @@ def _open_backend(url: str, timeout: float = 5.0) -> _Backend:
     return _PostgresBackend(url, timeout)
 
 
-class _Buckets:
-    """One bucket per ``(client_id, endpoint)``, created on first use and tidied now and then.
-
-    Tidying (deleting expired entries) is done by the acquiring thread rather than by
-    pyrate-limiter's background leaker: an exception in that thread ends it for good, so one
-    backend outage would leave the tables and keys growing for the rest of the process's life.
-    """
-
-    def __init__(self, backend: _Backend, rates_for: Callable[[str], list[Rate]]) -> None:
-        self._backend = backend
-        self._rates_for = rates_for
-        self._buckets: dict[str, tuple[AbstractBucket, threading.Lock]] = {}
-        self._tidied_at: dict[str, float] = {}
-        self._lock = threading.Lock()
-
-    def _bucket(self, name: str) -> tuple[AbstractBucket, threading.Lock]:
-        with self._lock:
-            entry = self._buckets.get(name)
-            if entry is None:
-                # A failure here leaves nothing cached: the next call tries again.
-                entry = (self._backend.make_bucket(name, self._rates_for(name)), threading.Lock())
-                self._buckets[name] = entry
-            return entry
-
-    def take(self, name: str) -> float:
-        """Take a slot; 0.0 when taken, else the seconds until one may be free."""
-        bucket, lock = self._bucket(name)
-        # The bucket remembers its last verdict for waiting(): put and waiting under one lock.
-        with lock:
-            item = RateItem(name, bucket.now())
-            if bucket.put(item):
-                self._tidy(name, bucket, item.timestamp)
-                return 0.0
-            wait_ms = cast(int, bucket.waiting(item))  # our buckets are synchronous
-        if wait_ms == -1:
-            raise RuntimeError(f"rate limit of bucket {name} can never admit one call; check the settings")
-        return max(0, wait_ms) / 1000 + _RETRY_SLACK_S
-
-    def _tidy(self, name: str, bucket: AbstractBucket, now_ms: int) -> None:
-        if now_ms / 1000 - self._tidied_at.get(name, 0.0) < _TIDY_EVERY_S:
-            return
-        self._tidied_at[name] = now_ms / 1000
-        try:
-            bucket.leak(now_ms)
-        except self._backend.outage_errors as exc:
-            # The slot is taken; expired entries wait for the next tidy.
-            log.debug("could not tidy rate bucket %s: %s", name, type(exc).__name__)
-
-    def count(self, name: str) -> int:
-        """Entries the backend holds for ``name`` (expired ones not yet tidied included)."""
-        return int(self._bucket(name)[0].count())  # type: ignore[arg-type]
-
-    def close(self) -> None:
-        with self._lock:
-            buckets = [bucket for bucket, _ in self._buckets.values()]
-            self._buckets.clear()
-        for bucket in buckets:
-            try:
-                bucket.close()
-            except Exception as exc:
-                log.debug("closing rate bucket: %s", exc)
-
-
-class _LocalGrants:
-    """This process's own grants per bucket, in memory: a floor under the shared backend's count.
-
-    A shared backend can forget its window (Redis restarted without persistence, keys flushed)
-    and would then grant a whole new window on top of the calls just made: a peak of 63 against
-    a limit of 60 followed one Redis restart. A policy therefore never grants beyond a limit
-    counting its own grants alone. Other processes' grants it cannot see: for those the backend
-    itself must survive restarts (Redis ``appendonly``, see docs/operations.md).
-    """
-
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
-        self._clock = clock
-        self._lock = threading.Lock()
-        self._grants: dict[str, deque[float]] = {}
-
-    def reserve(self, name: str, rates: list[tuple[int, float]]) -> tuple[float | None, float]:
-        """Note a grant now: (its stamp, 0.0); or (None, seconds until one would fit)."""
-        with self._lock:
-            now = self._clock()
-            grants = self._grants.setdefault(name, deque())
-            longest = max(interval for _, interval in rates)
-            while grants and grants[0] <= now - longest:
-                grants.popleft()
-            wait = 0.0
-            for limit, interval in rates:
-                in_window = [stamp for stamp in grants if stamp > now - interval]
-                if len(in_window) >= limit:
-                    wait = max(wait, in_window[-limit] + interval - now)
-            if wait > 0:
-                return None, wait
-            grants.append(now)
-            return now, 0.0
-
-    def confirm(self, name: str, stamp: float) -> None:
-        """The backend granted the slot reserved at ``stamp``: count it from now, when it was granted."""
-        with self._lock:
-            grants = self._grants[name]
-            self._remove(grants, stamp)
-            grants.append(self._clock())
-
-    def cancel(self, name: str, stamp: float) -> None:
-        """The backend refused (or failed) the slot reserved at ``stamp``."""
-        with self._lock:
-            self._remove(self._grants[name], stamp)
-
-    @staticmethod
-    def _remove(grants: deque[float], stamp: float) -> None:
-        try:
-            grants.remove(stamp)
-        except ValueError:  # already trimmed as expired
-            pass
-
-
 class RatePolicy:
     """Waits, before each call, until LHDN's limit and any shared cool-down allow it.
 
+    A call takes a slot with :meth:`take` (or the :meth:`slot` context) before it is sent, and
+    hands it back with :meth:`release` as soon as its answer or its failure is here.
+
     Thread-safe; one instance per process is enough for every client id. Processes sharing a
-    ``backend`` share the limits. Every failure of the backend is raised as
+    ``backend`` share the limits. Every failure of the backend while taking a slot is raised as
     :class:`.errors.RateBackendUnavailable`; the policy tries the backend again on the next call.
     """
 
@@ -677,10 +726,13 @@ class RatePolicy:
         self._clock = clock
         self._sleep = sleep
         self._backend = _open_backend(self._backend_spec, self.settings.backend_timeout_seconds)
-        self._window_ms = max(1, int(self.settings.counting_window_seconds() * 1000))
+        self._window = self.settings.counting_window_seconds()
+        self._guard = self.settings.guard_seconds()
         self._endpoints: dict[str, Endpoint] = {}
-        self._buckets = _Buckets(self._backend, self._rates_for)
-        self._local = _LocalGrants()
+        # This process's own slots: a floor under a shared backend that forgot its window. A
+        # backend cannot forget what only this process knows; other processes' slots it cannot
+        # see: for those the backend itself must survive restarts (Redis ``appendonly``).
+        self._local = _MemoryBackend()
         # Cool-downs this process recorded, kept even when the backend could not store them.
         self._cooldowns: dict[str, float] = {}
         self._lock = threading.Lock()
@@ -697,13 +749,11 @@ class RatePolicy:
         endpoint = self._endpoints[name]
         limit = self.settings.limit_for(endpoint)
         assert limit is not None
-        rates = [Rate(limit, self._window_ms)]
+        rates: list[Rate] = [(limit, self._window)]
         spacing = MIN_SPACING_SECONDS.get(endpoint)
-        if spacing and self.settings.profile != "off":
-            # Stretched like the window (compression and arrival margin), so it keeps its shape.
-            spaced = Rate(1, max(1, int(spacing / LHDN_WINDOW_SECONDS * self._window_ms)))
-            if validate_rate_list([spaced, *rates]):  # pointless (and refused) when limit is 1
-                rates.insert(0, spaced)
+        if spacing and limit > 1 and self.settings.profile != "off":
+            # Compressed like the window, so it keeps its shape (pointless when limit is 1).
+            rates.insert(0, (1, spacing / LHDN_WINDOW_SECONDS * self._window))
         return rates
 
     def _name(self, client_id: str, endpoint: Endpoint) -> str:
@@ -711,62 +761,101 @@ class RatePolicy:
         self._endpoints.setdefault(name, endpoint)
         return name
 
-    def acquire(self, client_id: str, endpoint: Endpoint) -> float:
-        """Block until a call of ``endpoint`` for ``client_id`` is allowed; return the seconds waited.
+    def take(self, client_id: str, endpoint: Endpoint) -> Slot:
+        """Block until a call of ``endpoint`` for ``client_id`` is allowed; the slot it may use.
 
-        Raises :class:`.errors.RateBackendUnavailable` when the backend fails: nothing may be sent then.
+        The slot counts as in flight until :meth:`release`. Raises
+        :class:`.errors.RateBackendUnavailable` when the backend fails: nothing may be sent then.
         """
         started = time.monotonic()
         name = self._name(client_id, endpoint)
+        slot_id = uuid.uuid4().hex
         with self._backend_calls(endpoint):
             if self.settings.limit_for(endpoint) is None:
                 self._wait_cooldown(name)
+                bucket = None
             else:
-                self._take_slot(name)
+                self._take_slot(name, slot_id)
+                bucket = name
         waited = time.monotonic() - started
         if waited > 0.5:
             log.debug("waited %.2f s for a %s slot", waited, endpoint.value)
-        return waited
+        return Slot(endpoint, bucket, slot_id, waited)
 
-    def _take_slot(self, name: str) -> None:
-        local_rates = [(rate.limit, rate.interval / 1000) for rate in self._rates_for(name)]
+    def release(self, slot: Slot) -> None:
+        """The slot's call is answered (or failed): count it from now (plus the guard) on.
+
+        Never raises: the call is made, and its answer matters more. Should the backend fail
+        here, the slot stays stamped as in flight, which only holds it a window longer.
+        """
+        if slot.bucket is None:
+            return
+        stamp = self._clock() + self._guard
+        self._local.settle(slot.bucket, slot.id, stamp)
+        try:
+            with self._backend_calls(slot.endpoint):
+                self._backend.settle(slot.bucket, slot.id, stamp)
+        except RateBackendUnavailable as exc:
+            log.debug("the %s slot stays counted as in flight: %s", slot.endpoint.value, exc)
+
+    @contextmanager
+    def slot(self, client_id: str, endpoint: Endpoint) -> Iterator[Slot]:
+        """``with policy.slot(...)``: take a slot, make the call inside, release it on the way out."""
+        taken = self.take(client_id, endpoint)
+        try:
+            yield taken
+        finally:
+            self.release(taken)
+
+    def acquire(self, client_id: str, endpoint: Endpoint) -> float:
+        """Take and release a slot at once, for a call answered as soon as it is sent; the seconds waited."""
+        with self.slot(client_id, endpoint) as taken:
+            return taken.waited
+
+    def _take_slot(self, name: str, slot_id: str) -> None:
+        rates = self._rates_for(name)
         self._wait_if_backend_forgot()
         while True:
             # First the cool-down, then the slot: a slot taken while LHDN asked us to wait would
             # be spent right after the wait, together with the fresh ones, doubling the load.
             self._wait_cooldown(name)
-            stamp, wait = self._local.reserve(name, local_rates)
-            if stamp is None:
-                self._sleep(wait)
+            now = self._clock()
+            # Until released, the slot counts in every window: stamped a window ahead, it also
+            # frees itself should this process die before the answer.
+            in_flight_until = now + self._window
+            wait = self._local.take(name, slot_id, now, in_flight_until, rates)
+            if wait > 0:
+                self._sleep(wait + _RETRY_SLACK_S)
                 continue
             try:
-                wait = self._buckets.take(name)
+                wait = self._backend.take(name, slot_id, now, in_flight_until, rates)
             except BaseException:
-                self._local.cancel(name, stamp)
+                self._local.cancel(name, slot_id)
                 raise
             if wait > 0:
-                self._local.cancel(name, stamp)
-                self._sleep(wait)
+                self._local.cancel(name, slot_id)
+                self._sleep(wait + _RETRY_SLACK_S)
                 continue
-            self._local.confirm(name, stamp)
             if self._cooldown_remaining(name) > 0:
-                # A 429 was recorded while we took the slot. The slot stays counted (a backend
-                # cannot hand it back) but is not used: after the cool-down we queue afresh.
+                # A 429 was recorded while we took the slot. It is handed back unused: after the
+                # cool-down we queue afresh rather than fire with the fresh ones.
+                self._local.cancel(name, slot_id)
+                self._backend.cancel(name, slot_id)
                 continue
             return
 
     def _wait_if_backend_forgot(self) -> None:
         """After the shared backend restarted empty, nobody knows what the other processes sent
-        in the window before: grant nothing for one whole window. (Our own grants are still
+        in the window before: grant nothing for one whole window. (Our own slots are still
         counted by the local floor; the other processes' are not.)"""
         if self._backend.forgot(self.settings.key_prefix):
             with self._lock:
-                self._quiet_until = max(self._quiet_until, self._clock() + self._window_ms / 1000)
+                self._quiet_until = max(self._quiet_until, self._clock() + self._window)
             log.warning(
                 "the rate-limit backend %s restarted without its windows; no call for %.0f s so that no window "
                 "of LHDN's is exceeded (keep Redis's append-only file on to avoid this pause)",
                 self.backend_url,
-                self._window_ms / 1000,
+                self._window,
             )
         with self._lock:
             remaining = self._quiet_until - self._clock()
@@ -824,10 +913,10 @@ class RatePolicy:
             self._backend.ping()
 
     def granted_in_backend(self, client_id: str, endpoint: Endpoint) -> int:
-        """Entries the shared backend holds for this bucket (for tests and diagnostics)."""
+        """Slots the shared backend holds for this bucket (for tests and diagnostics)."""
         name = self._name(client_id, endpoint)
         with self._backend_calls(endpoint):
-            return self._buckets.count(name)
+            return self._backend.count(name)
 
     @contextmanager
     def _backend_calls(self, endpoint: Endpoint | None) -> Iterator[None]:
@@ -861,7 +950,6 @@ class RatePolicy:
         if self._closed:
             return
         self._closed = True
-        self._buckets.close()
         self._backend.close()
 
     def __enter__(self) -> RatePolicy:

@@ -319,12 +319,16 @@ class TokenProvider:
         headers = {"Accept": "application/json"}
         if c.on_behalf_of:
             headers["onbehalfof"] = c.on_behalf_of.strip()
-        if self.rate_policy is not None:
-            self.rate_policy.acquire(c.client_id, Endpoint.login)
+        slot = self.rate_policy.take(c.client_id, Endpoint.login) if self.rate_policy is not None else None
         url = self.identity_base_url + ROUTES[Endpoint.login].path
         started = time.monotonic()
         try:
-            response = self._http.post(url, data=form, headers=headers)
+            try:
+                response = self._http.post(url, data=form, headers=headers)
+            finally:
+                # Counted from the answer on, not from the grant (see api/ratelimit.py).
+                if self.rate_policy is not None and slot is not None:
+                    self.rate_policy.release(slot)
         except httpx.TransportError as exc:
             error = RetriableError(
                 f"could not reach the MyInvois identity service at {self.identity_base_url} "

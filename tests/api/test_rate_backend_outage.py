@@ -35,7 +35,6 @@ def _settings(backend: str, **changes) -> RateLimitSettings:
     values = dict(
         backend=backend,
         window_seconds=WINDOW,
-        arrival_margin_seconds=workers.MARGIN_PER_MINUTE,
         overrides={Endpoint.submit: LIMIT},
         backend_timeout_seconds=1.0,
     )
@@ -57,9 +56,7 @@ CALLS = {
     "get_submission": lambda c: c.get_submission("SUBMISSION"),
     "get_document_details": lambda c: c.get_document_details("DOC"),
     "get_document": lambda c: c.get_document_raw("DOC"),
-    "search": lambda c: c.search_documents(
-        datetime.now(timezone.utc) - timedelta(days=1), datetime.now(timezone.utc)
-    ),
+    "search": lambda c: c.search_documents(datetime.now(timezone.utc) - timedelta(days=1), datetime.now(timezone.utc)),
     "cancel": lambda c: c.cancel_document("DOC", "wrong buyer"),
     "reject": lambda c: c.reject_document("DOC", "not ours"),
     "validate_tin": lambda c: c.validate_tin(docs.DEMO_TIN, "BRN", "202001234567"),
@@ -89,8 +86,7 @@ def test_a_restarted_redis_is_reported_then_used_again_and_the_window_outlives_i
         client = MyInvoisClient(sim.base_url, sim.base_url, TAXPAYER, rate_policy=policy, retry_settings=FAST_RETRIES)
         granted = []
         for _ in range(LIMIT):
-            policy.acquire(TAXPAYER.client_id, Endpoint.submit)
-            granted.append(time.time())
+            granted.append(workers.call(policy, client_id=TAXPAYER.client_id))
         client.login()
         sent_before = stats(sim.base_url)["requests"]
 
@@ -107,8 +103,7 @@ def test_a_restarted_redis_is_reported_then_used_again_and_the_window_outlives_i
         # The same policy carries on by itself: reconnects, reloads its script ...
         assert client.validate_tin(docs.DEMO_TIN, "BRN", "202001234567") is True
         for _ in range(LIMIT):
-            policy.acquire(TAXPAYER.client_id, Endpoint.submit)
-            granted.append(time.time())
+            granted.append(workers.call(policy, client_id=TAXPAYER.client_id))
         assert policy.granted_in_backend(TAXPAYER.client_id, Endpoint.submit) == LIMIT
         client.close()
     # ... and its own record of the grants before the restart kept the window Redis forgot.
@@ -154,15 +149,13 @@ def test_policies_sharing_a_redis_that_restarted_empty_wait_a_whole_window(throw
     try:
         granted = []
         for policy in (a, b):
-            policy.acquire(TAXPAYER.client_id, Endpoint.submit)
-            granted.append(time.time())
+            granted.append(workers.call(policy, client_id=TAXPAYER.client_id))
         throwaway_redis.stop()
         throwaway_redis.start()  # empty: the windows, the scripts and the marker are gone
         for name, policy in (("a", a), ("b", b)):
             before = len(slept[name])
             for _ in range(LIMIT):
-                policy.acquire(TAXPAYER.client_id, Endpoint.submit)
-                granted.append(time.time())
+                granted.append(workers.call(policy, client_id=TAXPAYER.client_id))
             # The first call after the restart waited out (nearly) a whole window.
             assert max(slept[name][before:], default=0.0) >= window * 0.9, slept[name]
     finally:

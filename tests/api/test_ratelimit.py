@@ -1,9 +1,9 @@
 """Client-side rate limits with real backends, shared by real processes.
 
-The window is compressed to 2 s so a test shows several windows in a few seconds. Grants are
-noted by the tests just after acquire() returns and counted in LHDN's window; the limiter's own
-window is longer by the arrival margin, which absorbs that noting delay on a busy machine just
-as in production it absorbs the delay between a grant and the call's arrival at LHDN.
+The window is compressed to 2 s so a test shows several windows in a few seconds. Each call is
+noted inside its slot, between grant and release, as LHDN counts a call somewhere between its
+sending and its answer, and the notes are counted in LHDN's window: no window may hold more
+than the limit, whatever the delays.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import pytest
 from pydantic import ValidationError
 
 from connector_core.api import Endpoint, RateLimitSettings, RatePolicy
+from connector_core.api.ratelimit import Slot
 
 from . import _ratelimit_workers as workers
 
@@ -25,14 +26,16 @@ CALLS_PER_PROCESS = 3
 
 def test_limits_by_profile_safety_factor_and_overrides():
     production = RateLimitSettings()
-    # LHDN's figures as published: the arrival margin, not a safety factor, keeps us under them.
-    assert production.safety_factor == 1.0
+    # LHDN's figures as published, over LHDN's own window: a call's slot counts until its answer
+    # (plus a 0.1 s guard per minute), which is what keeps 101 out of LHDN's minute.
     assert production.limit_for(Endpoint.submit) == 100
     assert production.limit_for(Endpoint.login) == 12
     assert production.limit_for(Endpoint.get_submission) == 300
-    # 100 grants span at least 61 s: about 0.984 of LHDN's ceiling, and never 101 in its minute.
-    assert production.counting_window_seconds() == pytest.approx(61.0)
-    assert RateLimitSettings(window_seconds=2.0).counting_window_seconds() == pytest.approx(2.0 * 61 / 60)
+    assert production.counting_window_seconds() == 60.0
+    assert production.guard_seconds() == pytest.approx(0.1)
+    compressed = RateLimitSettings(window_seconds=15.0)
+    assert compressed.counting_window_seconds() == 15.0
+    assert compressed.guard_seconds() == pytest.approx(0.025)
     cautious = RateLimitSettings(safety_factor=0.97)
     assert cautious.limit_for(Endpoint.submit) == 97
     assert cautious.limit_for(Endpoint.login) == 11  # 12 * 0.97 rounded down
@@ -67,8 +70,7 @@ def test_memory_backend_blocks_threads_of_one_process():
     with RatePolicy(settings) as policy, ThreadPoolExecutor(4) as pool:
 
         def take(_):
-            policy.acquire("c", Endpoint.submit)
-            return time.time()
+            return workers.call(policy, client_id="c")
 
         stamps = list(pool.map(take, range(2 * LIMIT)))
     assert len(stamps) == 2 * LIMIT
@@ -84,6 +86,11 @@ def _assert_within_limit(stamps: list[float], limit: int, span: float) -> None:
             f"{len(in_window)} grants within {span} s starting at +{start - stamps[0]:.2f} s: "
             f"{[round(t - stamps[0], 3) for t in stamps]}"
         )
+
+
+def _busiest_window(stamps: list[float], span: float) -> int:
+    stamps = sorted(stamps)
+    return max(len([t for t in stamps[i:] if t < start + span]) for i, start in enumerate(stamps))
 
 
 def _shared_backend_case(backend: str, prefix: str) -> None:
@@ -132,7 +139,9 @@ def test_slots_are_taken_after_a_cooldown_not_before_it(backend_fixture, request
     their slots while waiting, they would fire at its end together with the two a fresh window
     then allows: four calls at once where LHDN's window takes two.
     """
-    url = f"sqlite:///{tmp_path / 'rate.db'}" if backend_fixture == "sqlite" else request.getfixturevalue(backend_fixture)
+    url = (
+        f"sqlite:///{tmp_path / 'rate.db'}" if backend_fixture == "sqlite" else request.getfixturevalue(backend_fixture)
+    )
     prefix = unique_prefix.replace("-", "_")
     limit, calls = 2, 3
     settings = workers.settings(url, prefix, limit, WINDOW)
@@ -152,33 +161,132 @@ def test_slots_are_taken_after_a_cooldown_not_before_it(backend_fixture, request
     _assert_within_limit(stamps, limit, WINDOW)
 
 
-@pytest.mark.parametrize(
-    "backend_fixture",
-    [
-        pytest.param("redis_url", marks=pytest.mark.services),
-        pytest.param("postgres_url", marks=pytest.mark.services),
-        "sqlite",
-    ],
-)
+ALL_BACKENDS = [
+    "memory",
+    "sqlite",
+    pytest.param("redis_url", marks=pytest.mark.services),
+    pytest.param("postgres_url", marks=pytest.mark.services),
+]
+
+
+def _backend_url(backend_fixture: str, request, tmp_path) -> str:
+    if backend_fixture == "memory":
+        return "memory"
+    if backend_fixture == "sqlite":
+        return f"sqlite:///{tmp_path / 'rate.db'}"
+    return request.getfixturevalue(backend_fixture)
+
+
+@pytest.mark.parametrize("backend_fixture", ALL_BACKENDS[1:])
 def test_a_slot_stamped_later_but_stored_first_still_counts(backend_fixture, request, tmp_path, unique_prefix):
     """The race CI once lost on Redis, replayed deterministically.
 
-    Process A stamps its call after process B does, but A's check-and-insert reaches the backend
-    first. B's check must still see A's call, or both get the last slot of the window.
+    Process A stamps its call after process B does, but A's count-then-insert reaches the backend
+    first. B's count must still see A's call, or both get the last slot of the window.
     """
-    from pyrate_limiter import Rate, RateItem
-
     from connector_core.api.ratelimit import _open_backend
 
-    url = f"sqlite:///{tmp_path / 'rate.db'}" if backend_fixture == "sqlite" else request.getfixturevalue(backend_fixture)
-    backend = _open_backend(url)
+    backend = _open_backend(_backend_url(backend_fixture, request, tmp_path))
+    bucket = unique_prefix.replace("-", "_")
     try:
-        bucket = backend.make_bucket(unique_prefix.replace("-", "_"), [Rate(1, 2000)])
-        stamped_by_b = bucket.now()
-        assert bucket.put(RateItem("a", stamped_by_b + 50)) is True  # A: later stamp, stored first
-        assert bucket.put(RateItem("b", stamped_by_b)) is False  # B: the window is already full
+        b_now = time.time()
+        assert backend.take(bucket, "a", b_now + 0.05, b_now + 2.05, [(1, 2.0)]) == 0.0  # A: later, stored first
+        assert backend.take(bucket, "b", b_now, b_now + 2.0, [(1, 2.0)]) > 0  # B: the window is already full
+        assert backend.count(bucket) == 1
     finally:
         backend.close()
+
+
+class _Clock:
+    """Time that moves only when the policy sleeps or the test says so: waits are exact."""
+
+    def __init__(self) -> None:
+        self.now = time.time()
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += max(0.0, seconds)
+
+
+@pytest.mark.parametrize("backend_fixture", ALL_BACKENDS)
+def test_a_slot_counts_from_its_answer_not_its_grant(backend_fixture, request, tmp_path, unique_prefix):
+    """A call granted at G and answered at R is counted from R: the next slot comes at R + window
+    (+ the guard), not at G + window, so LHDN's window never holds it together with a call
+    granted a window after G while it was still on its way."""
+    window, guard_per_minute = 10.0, 6.0  # a 1 s guard at this window, to see it apart
+    clock = _Clock()
+    settings = workers.settings(
+        _backend_url(backend_fixture, request, tmp_path), unique_prefix.replace("-", "_"), 1, window
+    )
+    settings = settings.model_copy(update={"arrival_margin_seconds": guard_per_minute})
+    with RatePolicy(settings, clock=clock, sleep=clock.sleep) as policy:
+        granted = clock.now
+        slot = policy.take(workers.CLIENT_ID, Endpoint.submit)
+        clock.sleep(3.0)  # the call takes 3 s to be answered
+        policy.release(slot)
+        answered = clock.now
+        policy.take(workers.CLIENT_ID, Endpoint.submit)
+        assert clock.now >= answered + window + 1.0  # counted from the answer, with the guard
+        assert clock.now < answered + window + 1.0 + 0.01  # and not a moment longer
+        assert clock.now > granted + window + 3.0
+
+
+@pytest.mark.parametrize("backend_fixture", ALL_BACKENDS[1:])
+def test_a_call_in_flight_holds_its_slot_in_every_process(backend_fixture, request, tmp_path, unique_prefix):
+    """While a call is unanswered, no process sharing the backend gets its slot, even a window
+    after the grant; a process that died mid-call frees it two windows after the grant."""
+    window = 10.0
+    clock = _Clock()
+    settings = workers.settings(
+        _backend_url(backend_fixture, request, tmp_path), unique_prefix.replace("-", "_"), 1, window
+    )
+    with (
+        RatePolicy(settings, clock=clock, sleep=clock.sleep) as a,
+        RatePolicy(settings, clock=clock, sleep=clock.sleep) as b,
+    ):
+        granted = clock.now
+        a.take(workers.CLIENT_ID, Endpoint.submit)  # never released: the process died mid-call
+        clock.sleep(window + 2.0)
+        b.take(workers.CLIENT_ID, Endpoint.submit)
+        assert clock.now >= granted + 2 * window
+        assert clock.now < granted + 2 * window + 0.01
+
+
+@pytest.mark.parametrize("backend_fixture", ALL_BACKENDS[1:])
+def test_calls_of_varying_duration_never_overfill_a_window_counted_on_arrival(
+    backend_fixture, request, tmp_path, unique_prefix
+):
+    """Two policies share a backend; each call reaches "LHDN" at a random moment between its
+    sending and its answer, and takes a random time. However the delays fall, no window of
+    arrivals holds more than the limit, and the limit is reached."""
+    import random
+
+    window, limit, calls = 10.0, 3, 12
+    rng = random.Random(18)
+    clock = _Clock()
+    settings = workers.settings(
+        _backend_url(backend_fixture, request, tmp_path), unique_prefix.replace("-", "_"), limit, window
+    )
+    arrivals: list[float] = []
+    with (
+        RatePolicy(settings, clock=clock, sleep=clock.sleep) as a,
+        RatePolicy(settings, clock=clock, sleep=clock.sleep) as b,
+    ):
+        in_flight: list[tuple[float, Slot, RatePolicy]] = []  # (answered at, slot, its policy)
+        for i in range(calls):
+            for entry in [e for e in in_flight if e[0] <= clock.now]:
+                entry[2].release(entry[1])  # released at now: at or after its answer
+                in_flight.remove(entry)
+            policy = (a, b)[i % 2]
+            slot = policy.take(workers.CLIENT_ID, Endpoint.submit)
+            duration = rng.uniform(0.0, 4.0)
+            arrivals.append(clock.now + rng.uniform(0.0, duration))
+            in_flight.append((clock.now + duration, slot, policy))
+            clock.sleep(rng.uniform(0.0, 1.0))  # until the next call is ready
+    _assert_within_limit(arrivals, limit, window)
+    assert _busiest_window(arrivals, window) == limit
 
 
 @pytest.mark.services
@@ -195,13 +303,13 @@ def test_redis_script_is_reloaded_after_redis_forgets_it(redis_url, unique_prefi
 
 
 def test_search_is_also_spaced_as_lhdn_asks():
-    # "1 request every 5 seconds": with the window compressed to 6 s that is 0.5 s apart, and
-    # the arrival margin (15 s per minute here, a quarter) stretches it to 0.625 s.
-    settings = RateLimitSettings(window_seconds=6, arrival_margin_seconds=workers.MARGIN_PER_MINUTE)
+    # "1 request every 5 seconds": with the window compressed to 6 s that is 0.5 s apart,
+    # from one call's answer to the next call.
+    settings = RateLimitSettings(window_seconds=6)
     with RatePolicy(settings) as policy:
         stamps = []
         for _ in range(3):
-            policy.acquire("c", Endpoint.search)
-            stamps.append(time.monotonic())
+            with policy.slot("c", Endpoint.search):
+                stamps.append(time.monotonic())
     gaps = [b - a for a, b in zip(stamps, stamps[1:], strict=False)]
     assert all(g >= 0.5 for g in gaps), gaps
