@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/run.py [--quick] [--out benchmarks/results/latest.json]
 
-Four measurements, each with a fresh simulator process and a fresh connector process (so the
+The measurements, each with a fresh simulator process and a fresh connector process (so the
 simulator's CPU is never counted as the connector's), all on loopback, each bounded in time:
 
 1. throughput — a backlog of invoices in SQLite staging tables, drained by
@@ -10,13 +10,24 @@ simulator's CPU is never counted as the connector's), all on loopback, each boun
    ratio to MyInvois's ceiling (100 submissions x 100 documents per rate window);
 2. cpu — CPU seconds of that connector process (``os.wait4``), plus a separate profiled run
    (``profile_driver.py``) whose CPU time is attributed to the pipeline's stages (``stages.py``);
-3. memory — peak RSS (``ru_maxrss``) of a connector draining a 100,000-invoice backlog;
+3. memory — peak RSS (``ru_maxrss``) of a connector draining a 100,000-invoice backlog, and
+   the ledger's size on disk per final document;
 4. naive — LHDN's pseudo-code followed literally (``naive_client.py``), for comparison;
 5. restart — the daemon (``run``) killed with SIGKILL while submitting, then ``run --once``
    picking up: seconds from each process's start to its first accepted submission (the
    first process's includes fetching the backlog, the second's reconciling the submissions
    the kill left in doubt), and the rate after the restart as a ratio to the ceiling. The crash tests assert only that a restarted process
-   sends again, exactly once and within the limits; how soon and how fast is measured here.
+   sends again, exactly once and within the limits; how soon and how fast is measured here;
+6. multi — three client ids (three profiles, each with its own SQL source and backlog) in one
+   connector process against one: the ratio to three ceilings, and the speed-up over one id
+   (the full run takes the throughput run as the one-id figure; ``--only multi`` measures both);
+7. scaling — memory runs at 100,000, 300,000 and 1,000,000 invoices (compressed: a tenth of the
+   latencies and a short window), each with its peak RSS, CPU per document, ledger bytes per
+   final document and duration. Only with ``--only scaling`` (the 1,000,000 run alone takes
+   about 20 minutes); ``--scaling-invoices`` picks the sizes.
+
+Every connector run's JSON carries the machine's load averages (as ``uptime`` prints them) at
+its start and end: the machine is shared, and a figure means little without them.
 
 Time is compressed by shortening the rate window on both sides (``--window``; 60 s is LHDN's):
 every latency, validation delay, poll interval and the token lifetime are scaled by
@@ -24,11 +35,14 @@ window / 60, so the ceiling per real minute grows by 60 / window and the *ratio*
 comparable. CPU time per document cannot be compressed, so a short window makes the connector
 relatively slower: the full run (60 s window) is the reference.
 
-``--quick`` uses a 15 s window (four times LHDN's pace) and 12,000 invoices: 1.2 windows'
-worth, so the run still meets the submission limit (the full run's 20,000 are 2 windows'
-worth); the memory run takes 10,000 invoices instead of 100,000. It finishes in under 2 minutes.
+``--quick`` uses a 30 s window (twice LHDN's pace) and 25,000 invoices, 2.5 windows' worth:
+long enough that the ratio measures the rate policy (a 15 s window measured spare CPU: the
+connector and the simulator then need most of a core), and the last, part-used window weighs a
+fifth of the run. The other runs are small (their figures are per document, and each costs a
+few seconds of start-up and scaled delays whatever its size), and the ``safety_factor = 1.0``,
+cProfile and multi-client-id runs are left out. It finishes in under 2 minutes.
 
-``--only restart`` runs the restart measurement alone and prints its section.
+``--only restart|multi|scaling`` runs that measurement alone and prints its section.
 """
 
 from __future__ import annotations
@@ -44,6 +58,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -56,7 +71,7 @@ ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 
 from stages import top_functions  # noqa: E402
-from staging import SUPPLIER, create_staging_db, status_counts  # noqa: E402
+from staging import BUYER, SUPPLIER, create_staging_db, status_counts  # noqa: E402
 
 from connector_core.api.ratelimit import RateLimitSettings  # noqa: E402
 from connector_core.settings import CycleSettings  # noqa: E402
@@ -104,10 +119,46 @@ class Plan:
     naive_seconds: float
     naive_poll_sleep_s: float
     restart_invoices: int
+    #: Backlog of the ``safety_factor = 1.0`` run; 0 leaves it out.
+    unguarded_invoices: int
+    #: Backlog per client id of the multi-client-id run; 0 leaves it out.
+    multi_invoices: int
+    multi_client_ids: int
+    #: Backlogs of the scaling (memory) runs, made only with ``--only scaling``.
+    scaling_invoices: tuple[int, ...]
+    scaling_window_s: float
 
 
-FULL = Plan("full", 60.0, 20_000, 10_000, 2_000, 100_000, 15.0, 0.1, 120.0, 3.0, 10_000)
-QUICK = Plan("quick", 15.0, 12_000, 3_000, 300, 10_000, 15.0, 0.1, 15.0, 3.0, 3_000)
+FULL = Plan("full", 60.0, 20_000, 10_000, 2_000, 100_000, 15.0, 0.1, 120.0, 3.0, 10_000, 20_000, 20_000, 3, (100_000, 300_000, 1_000_000), 10.0)
+QUICK = Plan("quick", 30.0, 25_000, 600, 0, 2_000, 15.0, 0.1, 3.0, 3.0, 600, 0, 0, 3, (100_000, 300_000, 1_000_000), 10.0)
+
+
+@dataclass(frozen=True)
+class Account:
+    """A taxpayer's ERP system registered with the simulator: one client id, one rate limit."""
+
+    client_id: str
+    client_secret: str
+    tin: str
+    brn: str
+    name: str
+
+    def taxpayer(self) -> dict[str, str]:
+        """The simulator's ``TaxpayerAccount`` fields."""
+        return self.__dict__.copy()
+
+    def supplier(self) -> dict[str, str]:
+        """The issuer of the staging invoices, as ``staging.create_staging_db`` takes it."""
+        return {"name": self.name, "tin": self.tin, "brn": self.brn}
+
+
+#: The first is the simulator's default demo taxpayer (the one-id runs' profile); the others
+#: are added to the simulator for the multi-client-id run.
+ACCOUNTS = (
+    Account("demo-taxpayer", "demo-taxpayer-secret", SUPPLIER["tin"], SUPPLIER["brn"], SUPPLIER["name"]),
+    Account("bench-taxpayer-2", "bench-taxpayer-2-secret", "C10000000010", "201901000001", "Kedai Contoh Enterprise"),
+    Account("bench-taxpayer-3", "bench-taxpayer-3-secret", "C30000000030", "201701000003", "Gudang Ujian Sdn. Bhd."),
+)
 
 #: The restart run kills the daemon once this many submissions were accepted (fewer for a
 #: tiny backlog): four are in flight at any moment, so some are in doubt when it dies.
@@ -119,7 +170,14 @@ RESTART_KILL_AFTER_SUBMISSIONS = 10
 
 class Simulator:
     def __init__(
-        self, workdir: Path, scale: float, latency: Latency, token_lifetime_s: int, *, keep_raw_documents: bool = False
+        self,
+        workdir: Path,
+        scale: float,
+        latency: Latency,
+        token_lifetime_s: int,
+        *,
+        keep_raw_documents: bool = False,
+        accounts: tuple[Account, ...] = (),
     ) -> None:
         ms = lambda seconds: {"fixed_ms": round(seconds * scale * 1000, 3)}  # noqa: E731
         config = {
@@ -141,6 +199,10 @@ class Simulator:
             # not the benchmark's point.
             "keep_raw_documents": keep_raw_documents,
         }
+        if accounts:
+            # The demo buyer stays registered: every staging invoice is addressed to it.
+            buyer = {"client_id": "demo-buyer", "client_secret": "demo-buyer-secret", "tin": BUYER["tin"], "brn": BUYER["brn"], "name": BUYER["name"]}
+            config["taxpayers"] = [account.taxpayer() for account in accounts] + [buyer]
         workdir.mkdir(parents=True, exist_ok=True)
         path = workdir / "simulator.json"
         path.write_text(json.dumps(config, indent=2), "utf-8")
@@ -203,11 +265,22 @@ def fresh_dir(path: Path) -> Path:
 
 
 def connector_toml(
-    workdir: Path, base_url: str, erp: Path, invoices: int, scale: float, timeout_s: float, safety_factor: float | None = None
+    workdir: Path,
+    base_url: str,
+    erp: Path,
+    invoices: int,
+    scale: float,
+    timeout_s: float,
+    safety_factor: float | None = None,
+    *,
+    erps: tuple[tuple[Account, Path], ...] = (),
 ) -> Path:
     """A production-like configuration; only times are scaled with the window, and fetch_limit
     is raised above its default only when the backlog is larger (the memory run), so that
-    ``run --once`` (which fetches once) takes the whole backlog. No rate-limit backend is set."""
+    ``run --once`` (which fetches once) takes the whole backlog. No rate-limit backend is set.
+
+    One profile ``bench`` with one source ``erp``; with ``erps``, a profile ``benchN`` and a
+    source ``erpN`` for each (account, staging file) instead, ``invoices`` being the backlog of each."""
     s = lambda seconds: repr(round(seconds * scale, 4))  # noqa: E731
     fetch_limit = (
         f"fetch_limit = {invoices}" if invoices > DEFAULT_FETCH_LIMIT else f"# fetch_limit: the default ({DEFAULT_FETCH_LIMIT})"
@@ -241,27 +314,42 @@ window_seconds = {LHDN_WINDOW_S * scale}
 metrics_port = 0
 log_format = "json"
 
-[profiles.bench]
-tin = "{SUPPLIER['tin']}"
-client_id = "demo-taxpayer"
-client_secret = "demo-taxpayer-secret"
-
-[sources.erp]
-kind = "sql"
-profile = "bench"
-
-[sources.erp.options]
-url = "sqlite:///{erp}"
 """
+    if not erps:
+        text += profile_and_source_toml("bench", "erp", ACCOUNTS[0], erp)
+    for n, (account, path) in enumerate(erps, start=1):
+        text += profile_and_source_toml(f"bench{n}", f"erp{n}", account, path)
     path = workdir / "connector.toml"
     path.write_text(text, "utf-8")
     return path
+
+
+def profile_and_source_toml(profile: str, source: str, account: Account, erp: Path) -> str:
+    return f"""
+[profiles.{profile}]
+tin = "{account.tin}"
+client_id = "{account.client_id}"
+client_secret = "{account.client_secret}"
+
+[sources.{source}]
+kind = "sql"
+profile = "{profile}"
+
+[sources.{source}.options]
+url = "sqlite:///{erp}"
+"""
+
+
+def load_average() -> list[float]:
+    """The 1, 5 and 15 minute load averages, as ``uptime`` prints them."""
+    return [round(v, 2) for v in os.getloadavg()]
 
 
 def run_child(argv: list[str], workdir: Path, timeout_s: float) -> dict[str, Any]:
     """Run a child to completion; its wall time, CPU time and peak RSS from ``os.wait4``."""
     out = (workdir / "connector.out").open("w")
     err = (workdir / "connector.log").open("w")
+    load_at_start = load_average()
     started_wall = time.time()
     started = time.monotonic()
     proc = subprocess.Popen(argv, stdout=out, stderr=err, cwd=ROOT)
@@ -283,6 +371,8 @@ def run_child(argv: list[str], workdir: Path, timeout_s: float) -> dict[str, Any
         "cpu_system_s": usage.ru_stime,
         "cpu_s": usage.ru_utime + usage.ru_stime,
         "peak_rss_mb": usage.ru_maxrss / 1024,  # Linux reports KiB
+        "load_average_at_start": load_at_start,
+        "load_average_at_end": load_average(),
     }
 
 
@@ -318,6 +408,27 @@ def ledger_timeline(workdir: Path, started_at: float) -> dict[str, Any]:
     }
 
 
+def ledger_size(workdir: Path) -> dict[str, Any]:
+    """The SQLite ledger's size on disk (its write-ahead log included, if one was left) per
+    document that reached a final state."""
+    state = workdir / "state"
+    size = sum(path.stat().st_size for path in state.glob("ledger.sqlite*") if not path.name.endswith("-shm"))
+    conn = sqlite3.connect(state / "ledger.sqlite")
+    try:
+        final = conn.execute("SELECT count(*) FROM documents WHERE final_at IS NOT NULL").fetchone()[0]
+        # Where the bytes are, per table and index (SQLite's dbstat): what a retention setting
+        # that drops some tables' rows would leave is then plain to see.
+        by_table = dict(conn.execute("SELECT name, sum(pgsize) FROM dbstat GROUP BY name ORDER BY 2 DESC").fetchall())
+    finally:
+        conn.close()
+    return {
+        "ledger_bytes": size,
+        "final_documents": final,
+        "ledger_bytes_per_final_document": round(size / final) if final else None,
+        "ledger_bytes_by_table": by_table,
+    }
+
+
 def api_figures(stats: dict[str, Any], documents: int) -> dict[str, Any]:
     requests = stats.get("requests", {})
     per_endpoint = {name: sum(codes.values()) for name, codes in requests.items()}
@@ -344,28 +455,46 @@ def connector_run(
     *,
     profile: str | None = None,
     safety_factor: float | None = None,
+    client_ids: int = 1,
 ) -> dict[str, Any]:
-    """One connector run; ``profile`` = None (plain CLI), "stages" or "cprofile" (profile_driver.py)."""
+    """One connector run; ``profile`` = None (plain CLI), "stages" or "cprofile" (profile_driver.py).
+
+    With ``client_ids`` above 1, that many profiles in the one process, each with its own
+    client id and its own source of ``invoices`` invoices; the ceiling is theirs together."""
     scale = window_s / LHDN_WINDOW_S
     workdir = fresh_dir(plan_dir / name)
     erp = workdir / "erp.sqlite"
-    create_staging_db(erp, invoices)
-    ceiling_per_s = SUBMISSIONS_PER_WINDOW * DOCUMENTS_PER_SUBMISSION / window_s
+    erps: tuple[tuple[Account, Path], ...] = ()
+    if client_ids == 1:
+        create_staging_db(erp, invoices)
+        staging = [erp]
+    else:
+        erps = tuple((account, workdir / f"erp{n}.sqlite") for n, account in enumerate(ACCOUNTS[:client_ids], start=1))
+        for n, (account, path) in enumerate(erps, start=1):
+            create_staging_db(path, invoices, supplier=account.supplier(), prefix=f"BENCH{n}")
+        staging = [path for _, path in erps]
+    total = invoices * client_ids
+    ceiling_per_s = SUBMISSIONS_PER_WINDOW * DOCUMENTS_PER_SUBMISSION / window_s * client_ids
     # Generous, but bounded: ten times the ideal drain time plus a fixed allowance for CPU work.
-    timeout_s = invoices / ceiling_per_s * 10 + 120 + invoices * 0.01
+    timeout_s = total / ceiling_per_s * 10 + 120 + total * 0.01
     token_lifetime_s = 3600 * scale
-    with Simulator(workdir, scale, latency, int(token_lifetime_s)) as sim:
-        config = connector_toml(workdir, sim.base_url, erp, invoices, scale, timeout_s, safety_factor)
+    accounts = ACCOUNTS[:client_ids] if client_ids > 1 else ()
+    with Simulator(workdir, scale, latency, int(token_lifetime_s), accounts=accounts) as sim:
+        config = connector_toml(workdir, sim.base_url, erp, invoices, scale, timeout_s, safety_factor, erps=erps)
         if profile:
             argv = [PYTHON, str(HERE / "profile_driver.py"), profile, str(config), str(workdir / f"connector.{profile}")]
         else:
             argv = [CONNECTOR, "--config", str(config), "run", "--once", "--json"]
         child = run_child(argv, workdir, timeout_s + 60)
         stats = sim.stats()
-    erp_states = status_counts(erp)
+    erp_states: dict[str, int] = {}
+    for path in staging:
+        for status, count in status_counts(path).items():
+            erp_states[status] = erp_states.get(status, 0) + count
     valid = erp_states.get("valid", 0)
     result: dict[str, Any] = {
-        "invoices": invoices,
+        "invoices": total,
+        **({"client_ids": client_ids, "invoices_per_client_id": invoices} if client_ids > 1 else {}),
         "window_s": window_s,
         "safety_factor": safety_factor if safety_factor is not None else DEFAULT_SAFETY_FACTOR,
         "fetch_limit": max(invoices, DEFAULT_FETCH_LIMIT),
@@ -375,7 +504,8 @@ def connector_run(
         "valid": valid,
         **child,
         **ledger_timeline(workdir, child["started_at"]),
-        **api_figures(stats, invoices),
+        **ledger_size(workdir),
+        **api_figures(stats, total),
     }
     wall = child["wall_s"]
     result["documents_per_minute"] = round(valid / wall * 60, 1) if wall else 0.0
@@ -387,18 +517,18 @@ def connector_run(
     span = (result["last_accepted_s"] or 0) - (result["first_accepted_s"] or 0)
     submitted = result["submissions_accepted"]
     if span > 0 and submitted > 1:
-        result["submit_phase_ratio"] = round((invoices * (submitted - 1) / submitted) / span / ceiling_per_s, 4)
+        result["submit_phase_ratio"] = round((total * (submitted - 1) / submitted) / span / ceiling_per_s, 4)
     token_lifetimes = max(1, -(-wall // token_lifetime_s))
-    result["logins_per_token_lifetime"] = round(result["logins"] / token_lifetimes, 2)
-    result["cpu_ms_per_document"] = round(child["cpu_s"] / invoices * 1000, 3)
-    result["cpu_s_per_10000_documents"] = round(child["cpu_s"] / invoices * 10_000, 2)
+    result["logins_per_token_lifetime"] = round(result["logins"] / token_lifetimes / client_ids, 2)
+    result["cpu_ms_per_document"] = round(child["cpu_s"] / total * 1000, 3)
+    result["cpu_s_per_10000_documents"] = round(child["cpu_s"] / total * 10_000, 2)
     if profile == "stages":
         stages = json.loads((workdir / "connector.stages").read_text("utf-8"))
         seconds = dict(stages["seconds"])
         seconds["other"] = max(0.0, child["cpu_s"] - sum(seconds.values()))
         result["stage_cpu_s"] = {k: round(v, 2) for k, v in seconds.items()}
         result["stage_share"] = {k: round(v / child["cpu_s"], 4) for k, v in seconds.items()}
-        result["stage_ms_per_document"] = {k: round(v / invoices * 1000, 3) for k, v in seconds.items()}
+        result["stage_ms_per_document"] = {k: round(v / total * 1000, 3) for k, v in seconds.items()}
         result["stage_calls"] = stages["calls"]
         result["ledger_cpu_s_by_method"] = {k: round(v, 3) for k, v in list(stages["detail"].items())[:10]}
     elif profile == "cprofile":
@@ -430,6 +560,8 @@ def naive_run(plan_dir: Path, plan: Plan, latency: Latency) -> dict[str, Any]:
         "ceiling_per_minute": ceiling,
         "ratio": round(answer["documents_per_minute"] / ceiling, 6),
         "cpu_s": round(child["cpu_s"], 2),
+        "load_average_at_start": child["load_average_at_start"],
+        "load_average_at_end": child["load_average_at_end"],
         **{k: v for k, v in api_figures(stats, answer["documents"] or 1).items() if k != "api_calls_per_1000_documents"},
     }
 
@@ -537,6 +669,50 @@ def restart_run(plan_dir: Path, invoices: int, window_s: float, latency: Latency
     return result
 
 
+def multi_figures(one: dict[str, Any], several: dict[str, Any]) -> dict[str, Any]:
+    """Several client ids in one process against one: the ratio to their ceilings together,
+    and how many times one id's throughput they reached."""
+    speed_up = several["documents_per_minute"] / one["documents_per_minute"] if one["documents_per_minute"] else None
+    keep = ("invoices", "window_s", "wall_s", "documents_per_minute", "ceiling_per_minute", "ratio", "submit_phase_ratio",
+            "rate_limited_429", "cpu_s", "cpu_ms_per_document", "peak_rss_mb", "load_average_at_start", "load_average_at_end")
+    return {
+        "client_ids": several["client_ids"],
+        "one_client_id": {k: one.get(k) for k in keep},
+        "several_client_ids": several,
+        "ratio": several["ratio"],
+        "speed_up": round(speed_up, 3) if speed_up is not None else None,
+        # What the speed-up would be if each id kept one id's ratio: the rest is lost to sharing one process.
+        "speed_up_ideal": several["client_ids"],
+    }
+
+
+def multi_run(plan_dir: Path, plan: Plan, latency: Latency, one: dict[str, Any] | None = None) -> dict[str, Any]:
+    """``plan.multi_client_ids`` client ids in one process; ``one`` is the one-id run to compare
+    with (the same backlog per id and window), measured here if not given."""
+    if one is None:
+        one = connector_run("multi-one", plan_dir, plan.multi_invoices, plan.window_s, latency)
+    several = connector_run(
+        "multi", plan_dir, plan.multi_invoices, plan.window_s, latency, client_ids=plan.multi_client_ids
+    )
+    return multi_figures(one, several)
+
+
+def scaling_runs(plan_dir: Path, plan: Plan, latency: Latency, step: Callable[[str], None]) -> list[dict[str, Any]]:
+    """Memory runs of growing backlogs, compressed (a tenth of the latencies, a short window):
+    the backlog held in the ledger and the process's working set do not depend on the pace."""
+    factor = plan.memory_latency_factor
+    fast = Latency(**{k: v * factor for k, v in latency.__dict__.items()})
+    runs = []
+    for invoices in plan.scaling_invoices:
+        step(f"scaling: {invoices:,} invoices, window {plan.scaling_window_s:g} s, latency x{factor:g}")
+        run = connector_run(f"scaling-{invoices}", plan_dir, invoices, plan.scaling_window_s, fast)
+        keep = ("invoices", "window_s", "exit_code", "erp_states", "wall_s", "peak_rss_mb", "cpu_s", "cpu_ms_per_document",
+                "ledger_bytes", "final_documents", "ledger_bytes_per_final_document", "ratio", "submit_phase_ratio",
+                "rate_limited_429", "load_average_at_start", "load_average_at_end")
+        runs.append({**{k: run.get(k) for k in keep}, "latency_factor": factor})
+    return runs
+
+
 # --- report -----------------------------------------------------------------------------------
 
 
@@ -570,12 +746,14 @@ def source_version() -> dict[str, Any]:
         return {"commit": os.environ.get("BENCHMARK_SOURCE_COMMIT", "unknown"), "uncommitted_connector_changes": None}
 
 
-def targets(throughput: dict[str, Any], cpu: dict[str, Any], memory: dict[str, Any]) -> dict[str, dict[str, Any]]:
+def targets(
+    throughput: dict[str, Any], cpu: dict[str, Any], memory: dict[str, Any], multi: dict[str, Any] | None
+) -> dict[str, dict[str, Any]]:
     def row(target: str, measured: Any, met: bool) -> dict[str, Any]:
         return {"target": target, "measured": measured, "met": met}
 
     runs = [throughput, cpu, memory]
-    return {
+    rows = {
         "throughput": row(">= 0.95 of the ceiling", throughput["ratio"], throughput["ratio"] >= 0.95),
         "no_429": row("0 (no fault injected)", sum(r["rate_limited_429"] for r in runs), all(r["rate_limited_429"] == 0 for r in runs)),
         "one_login_per_token_lifetime": row(
@@ -588,22 +766,35 @@ def targets(throughput: dict[str, Any], cpu: dict[str, Any], memory: dict[str, A
         "peak_rss": row(
             f"<= 250 MB with {memory['invoices']:,} invoices", round(memory["peak_rss_mb"], 1), memory["peak_rss_mb"] <= 250
         ),
+        "ledger_per_final_document": row(
+            "<= 3 KB per final document",
+            memory["ledger_bytes_per_final_document"],
+            (memory["ledger_bytes_per_final_document"] or 0) <= 3 * 1024,
+        ),
     }
+    if multi is not None:
+        rows["several_client_ids"] = row(
+            f">= 2.85 times one id's throughput with {multi['client_ids']} client ids", multi["speed_up"], (multi["speed_up"] or 0) >= 2.85
+        )
+    return rows
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="15 s window and smaller backlogs: under 2 minutes")
+    parser.add_argument("--quick", action="store_true", help="30 s window and smaller backlogs: under 2 minutes")
     parser.add_argument("--out", type=Path, help="write the JSON results here (default: print only)")
     parser.add_argument("--workdir", type=Path, default=ROOT / "var" / "benchmarks", help="scratch directory")
     parser.add_argument("--invoices", type=int, help="backlog of the throughput run")
+    parser.add_argument("--unguarded-invoices", type=int, help="backlog of the safety_factor = 1.0 run (0: leave it out)")
     parser.add_argument("--profile-invoices", type=int, help="backlog of the profiled run")
-    parser.add_argument("--cprofile-invoices", type=int, help="backlog of the cProfile run (top functions)")
+    parser.add_argument("--cprofile-invoices", type=int, help="backlog of the cProfile run (top functions; 0: leave it out)")
     parser.add_argument("--memory-invoices", type=int, help="backlog of the memory run")
     parser.add_argument("--naive-seconds", type=float, help="time budget of the naive client")
     parser.add_argument("--restart-invoices", type=int, help="backlog of the restart run")
+    parser.add_argument("--multi-invoices", type=int, help="backlog per client id of the multi-client-id run (0: leave it out)")
+    parser.add_argument("--scaling-invoices", help="backlogs of the scaling runs, comma-separated (e.g. 100000,300000)")
     parser.add_argument("--window", type=float, help="rate window in seconds (LHDN: 60)")
-    parser.add_argument("--only", choices=["restart"], help="run this measurement alone and print its section")
+    parser.add_argument("--only", choices=["restart", "multi", "scaling"], help="run this measurement alone and print its section")
     args = parser.parse_args(argv)
 
     plan = QUICK if args.quick else FULL
@@ -611,61 +802,76 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "invoices": args.invoices, "profile_invoices": args.profile_invoices,
         "cprofile_invoices": args.cprofile_invoices, "memory_invoices": args.memory_invoices,
         "naive_seconds": args.naive_seconds, "window_s": args.window, "restart_invoices": args.restart_invoices,
+        "unguarded_invoices": args.unguarded_invoices, "multi_invoices": args.multi_invoices,
+        "scaling_invoices": tuple(int(n) for n in args.scaling_invoices.split(",")) if args.scaling_invoices else None,
     }
     plan = Plan(**{**plan.__dict__, **{k: v for k, v in overrides.items() if v is not None}})
     latency = Latency()
     plan_dir = args.workdir / plan.mode
     started = time.monotonic()
+    load_at_start = load_average()
 
     def step(label: str) -> None:
-        print(f"[{time.monotonic() - started:6.1f}s] {label}", file=sys.stderr, flush=True)
+        print(f"[{time.monotonic() - started:6.1f}s] {label} (load {' '.join(map(str, load_average()))})", file=sys.stderr, flush=True)
 
     def restart() -> dict[str, Any]:
         step(f"restart: {plan.restart_invoices:,} invoices, SIGKILL while submitting, then run --once")
         return restart_run(plan_dir, plan.restart_invoices, plan.window_s, latency)
 
-    if args.only:
-        results = {
+    def multi(one: dict[str, Any] | None = None) -> dict[str, Any]:
+        step(f"multi: {plan.multi_client_ids} client ids x {plan.multi_invoices:,} invoices, window {plan.window_s:g} s")
+        return multi_run(plan_dir, plan, latency, one)
+
+    def header() -> dict[str, Any]:
+        return {
             "mode": plan.mode, "measured_at": datetime.now(UTC).isoformat(timespec="seconds"), "machine": machine(),
             "source": source_version(), "plan": plan.__dict__, "latency_at_lhdn_scale": latency.__dict__,
-            args.only: restart(), "runtime_s": round(time.monotonic() - started, 1),
+            "load_average_at_start": load_at_start,
         }
+
+    if args.only:
+        section = {"restart": restart, "multi": multi, "scaling": lambda: scaling_runs(plan_dir, plan, latency, step)}[args.only]()
+        results = {**header(), args.only: section, "load_average_at_end": load_average(), "runtime_s": round(time.monotonic() - started, 1)}
         return _report(results, args.out)
 
     step(f"throughput: {plan.invoices:,} invoices, window {plan.window_s:g} s")
     throughput = connector_run("throughput", plan_dir, plan.invoices, plan.window_s, latency)
-    step(f"throughput with safety_factor 1.0: {plan.invoices:,} invoices")
-    unguarded = connector_run("throughput-sf1", plan_dir, plan.invoices, plan.window_s, latency, safety_factor=1.0)
+    unguarded = None
+    if plan.unguarded_invoices:
+        step(f"throughput with safety_factor 1.0: {plan.unguarded_invoices:,} invoices")
+        unguarded = connector_run("throughput-sf1", plan_dir, plan.unguarded_invoices, plan.window_s, latency, safety_factor=1.0)
     step(f"profile: {plan.profile_invoices:,} invoices")
     cpu = connector_run("profile", plan_dir, plan.profile_invoices, plan.window_s, latency, profile="stages")
-    step(f"cprofile: {plan.cprofile_invoices:,} invoices")
-    hot = connector_run("cprofile", plan_dir, plan.cprofile_invoices, plan.window_s, latency, profile="cprofile")
-    cpu["top_functions"] = {"invoices": plan.cprofile_invoices, "functions": hot["top_functions"]}
+    if plan.cprofile_invoices:
+        step(f"cprofile: {plan.cprofile_invoices:,} invoices")
+        hot = connector_run("cprofile", plan_dir, plan.cprofile_invoices, plan.window_s, latency, profile="cprofile")
+        cpu["top_functions"] = {"invoices": plan.cprofile_invoices, "functions": hot["top_functions"]}
     memory_latency = Latency(**{k: v * plan.memory_latency_factor for k, v in latency.__dict__.items()})
     step(f"memory: {plan.memory_invoices:,} invoices, window {plan.memory_window_s:g} s, latency x{plan.memory_latency_factor:g}")
     memory = connector_run("memory", plan_dir, plan.memory_invoices, plan.memory_window_s, memory_latency)
     step(f"naive: {plan.naive_seconds:g} s")
     naive = naive_run(plan_dir, plan, latency)
     restarted = restart()
+    several = None
+    if plan.multi_invoices:
+        # The throughput run is the one-id run when it has the same backlog per id.
+        several = multi(throughput if plan.multi_invoices == plan.invoices else None)
     step("done")
 
     results = {
-        "mode": plan.mode,
-        "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": machine(),
-        "source": source_version(),
-        "plan": plan.__dict__,
-        "latency_at_lhdn_scale": latency.__dict__,
+        **header(),
         "throughput": throughput,
         "throughput_safety_factor_1": unguarded,
         "cpu": cpu,
         "memory": {**memory, "latency_factor": plan.memory_latency_factor},
         "naive": naive,
         "restart": restarted,
+        "multi": several,
         "connector_over_naive": round(throughput["documents_per_minute"] / naive["documents_per_minute"], 1)
         if naive["documents_per_minute"]
         else None,
-        "targets": targets(throughput, cpu, memory),
+        "targets": targets(throughput, cpu, memory, several),
+        "load_average_at_end": load_average(),
         "runtime_s": round(time.monotonic() - started, 1),
     }
     return _report(results, args.out)
