@@ -20,12 +20,12 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import bindparam, delete, func, insert, select, tuple_, update
+from sqlalchemy import bindparam, delete, func, insert, select, update
 
 from connector_core.ledger import states
-from connector_core.ledger.database import LedgerPart, as_utc, chunks, utcnow
+from connector_core.ledger.database import LedgerPart, chunks, utcnow
 from connector_core.ledger.journal import Journal
-from connector_core.ledger.schema import document_bodies, documents
+from connector_core.ledger.schema import bookmarks, document_bodies, documents
 
 #: Documents whose bodies one pruning statement removes: small enough that a pruning run never
 #: holds the write lock for long (SQLite has one writer), large enough to keep up with
@@ -36,7 +36,8 @@ PRUNE_BATCH = 2000
 PRUNE_EVERY_SECONDS = 60.0
 
 log = logging.getLogger("connector_core.ledger")
-_FINAL = sorted(states.FINAL)
+#: The bookmark of the pruning: the last document it looked at.
+_PRUNED_TO = "bodies_pruned_to"
 
 # Compiled once; run as executemany with one parameter set per document.
 _INSERT = insert(document_bodies)
@@ -95,10 +96,6 @@ class Bodies(LedgerPart):
 
     def __init__(self, engine, sender) -> None:
         super().__init__(engine, sender)
-        # Where the previous pruning stopped, in (final_at, id) order: each run reads only the
-        # documents that became final since, however large the ledger grows. In memory: after a
-        # restart the first run walks the final documents once (index only).
-        self._pruned_to: tuple[datetime, int] | None = None
         self._last_run: float | None = None
 
     def content(self, doc_id: int) -> tuple[str | None, str | None]:
@@ -136,44 +133,61 @@ class Bodies(LedgerPart):
 
     def prune(self, keep_days: float, *, now: datetime | None = None, batch: int = PRUNE_BATCH) -> int:
         """Remove the bodies of documents final for more than ``keep_days``; return how many.
-        Each batch is its own short transaction."""
+
+        Reads documents in the order they became final (ix_documents_final_at), from where the
+        previous run stopped: the ``bookmarks`` row, moved in the same transaction as the
+        deletes. Each batch is its own short transaction."""
         cutoff = (now or utcnow()) - timedelta(days=keep_days)
         removed = 0
-        if self._pruned_to is None:
-            self._pruned_to = self._oldest_kept()
-            if self._pruned_to is None:
-                return 0
         while True:
             with self.engine.begin() as conn:
-                stmt = select(documents.c.id, documents.c.final_at).where(
-                    documents.c.final_at <= cutoff, documents.c.state.in_(_FINAL)
-                )
-                at, last_id = self._pruned_to
-                stmt = stmt.where(tuple_(documents.c.final_at, documents.c.id) > tuple_(at, last_id))
-                rows = conn.execute(stmt.order_by(documents.c.final_at, documents.c.id).limit(batch)).all()
+                mark = conn.execute(
+                    select(bookmarks.c.at, bookmarks.c.last_id).where(bookmarks.c.name == _PRUNED_TO)
+                ).first()
+                # No condition on the state in SQL: final_at alone keeps the read on the index
+                # range. The rare row with a final_at that is not final (an edit held with its
+                # problems) is skipped; it becomes final later with a new final_at, after the mark.
+                columns = select(documents.c.id, documents.c.final_at, documents.c.state)
+                order = (documents.c.final_at, documents.c.id)
+                rows: list[Any] = []
+                if mark is not None:
+                    # The rest of the mark's own final_at first (a poll finalises a hundred with
+                    # one time), then what follows: two index ranges, where one condition
+                    # "after (at, last_id)" is read from ``at`` on by SQLite, mark's peers included.
+                    rows += conn.execute(
+                        columns.where(
+                            documents.c.final_at == mark.at,
+                            documents.c.id > mark.last_id,
+                            documents.c.final_at <= cutoff,
+                        )
+                        .order_by(*order)
+                        .limit(batch)
+                    ).all()
+                if len(rows) < batch:
+                    after = columns.where(documents.c.final_at <= cutoff)
+                    if mark is not None:
+                        after = after.where(documents.c.final_at > mark.at)
+                    rows += conn.execute(after.order_by(*order).limit(batch - len(rows))).all()
                 if not rows:
                     return removed
-                for chunk in chunks([r.id for r in rows]):
-                    result = conn.execute(delete(document_bodies).where(document_bodies.c.document_id.in_(chunk)))
-                    removed += result.rowcount or 0
-                self._pruned_to = (as_utc(rows[-1].final_at), rows[-1].id)
-            if len(rows) < batch:
+                for chunk in chunks([r.id for r in rows if r.state in states.FINAL]):
+                    deleted = conn.execute(delete(document_bodies).where(document_bodies.c.document_id.in_(chunk)))
+                    removed += deleted.rowcount or 0
+                last = {"at": rows[-1].final_at, "last_id": rows[-1].id}
+                if mark is None:
+                    conn.execute(insert(bookmarks).values(name=_PRUNED_TO, **last))
+                    continue
+                moved = conn.execute(
+                    update(bookmarks)
+                    .where(
+                        bookmarks.c.name == _PRUNED_TO, bookmarks.c.at == mark.at, bookmarks.c.last_id == mark.last_id
+                    )
+                    .values(**last)
+                ).rowcount
+            # Moved by another connector pruning the same range meanwhile (the deletes were the
+            # same, and harmless twice): it carries on from there.
+            if moved != 1 or len(rows) < batch:
                 return removed
-
-    def _oldest_kept(self) -> tuple[datetime, int] | None:
-        """Just before the first final document that still has a body, in (final_at, id) order;
-        None while no final document has one. Once per process: it reads the side table
-        (bounded by the retention), where starting from the beginning would walk every final
-        document of the ledger's history."""
-        with self.engine.connect() as conn:
-            row = conn.execute(
-                select(documents.c.final_at, documents.c.id)
-                .select_from(document_bodies.join(documents, documents.c.id == document_bodies.c.document_id))
-                .where(documents.c.state.in_(_FINAL), documents.c.final_at.is_not(None))
-                .order_by(documents.c.final_at, documents.c.id)
-                .limit(1)
-            ).first()
-        return (as_utc(row.final_at), row.id - 1) if row else None
 
     def stored(self) -> dict[str, Any]:
         """What ``status`` says about bodies: how many are kept. Counts the side table (bounded

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Iterable
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import and_, bindparam, func, or_, select
@@ -31,6 +32,11 @@ _NEEDS_ATTENTION = [
 _OLDEST_FETCHED = select(func.min(documents.c.fetched_at)).where(documents.c.state == bindparam("state"))
 
 
+def _only_final(rows) -> dict[str, int]:
+    """(state, count) rows -> counts of the final states (a held edit may carry a final_at)."""
+    return {state: n for state, n in rows if state in states.FINAL}
+
+
 def _is_latest_version(row: Any = documents) -> Any:
     """Condition: ``row`` is its invoice's latest version (no row of the same invoice, i.e.
     source and source key, has a higher version). An older version's outcome stays in the
@@ -44,7 +50,18 @@ def _is_latest_version(row: Any = documents) -> Any:
     )
 
 
+#: How far behind the clock the running total of final documents stays: far longer than any
+#: transaction that makes documents final takes to commit.
+_SETTLED = timedelta(minutes=10)
+
+
 class Status(LedgerPart):
+    def __init__(self, engine, sender) -> None:
+        super().__init__(engine, sender)
+        # Per profile filter (None: all): (mark, final documents by state up to the mark).
+        self._final_known: dict[str | None, tuple[datetime, dict[str, int]]] = {}
+        self._counts_lock = threading.Lock()
+
     def counts_by_state(self, profile: str | None = None) -> dict[str, int]:
         """Invoices by the state of their latest version: what ``status`` and the ``run --once``
         summary show, one count per invoice however often it was corrected."""
@@ -56,16 +73,68 @@ class Status(LedgerPart):
 
     def version_counts_by_state(self, profile: str | None = None) -> dict[str, int]:
         """Every version of every invoice by state (``status --by-version``): a corrected
-        invoice counts once per version, its superseded outcomes included."""
-        stmt = select(documents.c.state, func.count()).group_by(documents.c.state)
-        if profile is not None:
-            stmt = stmt.where(documents.c.profile == profile)
-        with self.engine.connect() as conn:
-            return dict(conn.execute(stmt).all())
+        invoice counts once per version, its superseded outcomes included.
 
-    def submission_counts(self) -> dict[str, int]:
+        Run after every cycle (the documents gauge, ``run --once``'s progress), so it does not
+        count the whole table each time: open documents are counted (an index range, as long as
+        the backlog), and final ones once, then only those final since (a final state is never
+        left, see :mod:`.states`)."""
+        open_stmt = select(documents.c.state, func.count()).where(documents.c.state.in_(_OPEN))
+        if profile is not None:
+            open_stmt = open_stmt.where(documents.c.profile == profile)
         with self.engine.connect() as conn:
-            return dict(conn.execute(select(submissions.c.state, func.count()).group_by(submissions.c.state)).all())
+            counts = dict(conn.execute(open_stmt.group_by(documents.c.state)).all())
+            final = self._final_counts(conn, profile)
+        counts.update({state: n for state, n in final.items() if n})
+        return {state: n for state, n in counts.items() if n}
+
+    def _final_counts(self, conn, profile: str | None) -> dict[str, int]:
+        """Final documents by state: a running total up to a mark kept ``_SETTLED`` behind the
+        clock (a transaction that made a document final and commits late still lands after the
+        mark), plus those final after the mark, read through ix_documents_final_at."""
+        mark = utcnow() - _SETTLED
+        by_state = select(documents.c.state, func.count()).group_by(documents.c.state)
+        if profile is not None:
+            by_state = by_state.where(documents.c.profile == profile)
+        with self._counts_lock:
+            known = self._final_known.get(profile)
+            if known is None:
+                # Once per process: every final document up to the mark (or without a time).
+                settled = _only_final(
+                    conn.execute(
+                        by_state.where(
+                            documents.c.state.in_(_FINAL),
+                            or_(documents.c.final_at <= mark, documents.c.final_at.is_(None)),
+                        )
+                    )
+                )
+            else:
+                since, settled = known
+                if mark > since:
+                    # No condition on the state in SQL, here and below: final_at alone keeps
+                    # the read on the index range; the states are sorted out in Python.
+                    newly = _only_final(
+                        conn.execute(by_state.where(documents.c.final_at > since, documents.c.final_at <= mark))
+                    )
+                    settled = {s: settled.get(s, 0) + newly.get(s, 0) for s in set(settled) | set(newly)}
+                else:
+                    mark = since
+            self._final_known[profile] = (mark, settled)
+        # Bounded above too, or SQLite reads a whole index to group without sorting. A row
+        # stamped later than that (a clock far ahead) is counted once the mark passes it.
+        horizon = utcnow() + _SETTLED
+        recent = _only_final(conn.execute(by_state.where(documents.c.final_at > mark, documents.c.final_at <= horizon)))
+        return {state: settled.get(state, 0) + recent.get(state, 0) for state in set(settled) | set(recent)}
+
+    def submission_counts(self, *, open_only: bool = False) -> dict[str, int]:
+        """Submissions by state. ``open_only``: only the states not at the end of a
+        submission's life (the monitoring gauge, run after every cycle): an index range instead
+        of a count of every submission ever made."""
+        stmt = select(submissions.c.state, func.count())
+        if open_only:
+            stmt = stmt.where(submissions.c.state.in_([s.value for s in SubmissionState if not s.is_final]))
+        with self.engine.connect() as conn:
+            return dict(conn.execute(stmt.group_by(submissions.c.state)).all())
 
     def unfinished_count(self, *, exclude_profiles: Iterable[str] = ()) -> int:
         """Documents not final yet, plus final ones not yet written back; leaving out what only

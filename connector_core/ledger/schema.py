@@ -161,3 +161,13 @@ locks = Table(
     Column("name", String(150), primary_key=True),
     Column("taken", Integer, nullable=False),
 )
+
+#: Where a periodic job over an ever-growing table stopped, so that its next run reads only what
+#: came after (pruning of bodies: the last pruned document in ``(final_at, id)`` order).
+bookmarks = Table(
+    "bookmarks",
+    metadata,
+    Column("name", String(100), primary_key=True),
+    Column("at", DateTime(timezone=True), nullable=False),
+    Column("last_id", Integer, nullable=False),
+)

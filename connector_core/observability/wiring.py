@@ -156,7 +156,7 @@ class Monitoring:
         # Every version (one row each): the cheap count, run after every poll cycle; counting
         # by latest version costs a lookup per row on a ledger that only grows.
         self.metrics.set_document_counts(ledger.status.version_counts_by_state())
-        self.metrics.set_open_submissions(ledger.status.submission_counts())
+        self.metrics.set_open_submissions(ledger.status.submission_counts(open_only=True))
         oldest = ledger.status.oldest_pending_fetched_at()
         self.metrics.set_oldest_pending_age((datetime.now(UTC) - oldest).total_seconds() if oldest else None)
         limit = self.settings.observability.stuck_submission_seconds

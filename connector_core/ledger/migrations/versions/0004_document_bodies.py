@@ -7,7 +7,8 @@
 * ``ix_documents_state_profile`` gains ``id`` (the pending claim reads oldest first without a
   sort); ``ix_documents_unreported`` leads with ``reported_at`` (what is not written back yet is
   a short range, with or without a source); ``ix_documents_state_fetched_at`` (the oldest open
-  document) and ``ix_documents_final_at`` (pruning) are new.
+  document) and ``ix_documents_final_at`` (pruning) are new;
+* ``bookmarks``: where the pruning stopped, so that each run reads only documents final since.
 
 The space the moved columns held is reused by new rows; to give it back to the file system,
 VACUUM (SQLite), VACUUM FULL documents (PostgreSQL) or OPTIMIZE TABLE documents (MariaDB)
@@ -53,9 +54,17 @@ def upgrade() -> None:
     op.create_index("ix_documents_unreported", "documents", ["reported_at", "source", "state"])
     op.create_index("ix_documents_state_fetched_at", "documents", ["state", "fetched_at"])
     op.create_index("ix_documents_final_at", "documents", ["final_at", "id"])
+    op.create_table(
+        "bookmarks",
+        sa.Column("name", sa.String(100), nullable=False),
+        sa.Column("at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("last_id", sa.Integer(), nullable=False),
+        sa.PrimaryKeyConstraint("name", name="pk_bookmarks"),
+    )
 
 
 def downgrade() -> None:
+    op.drop_table("bookmarks")
     op.drop_index("ix_documents_final_at", table_name="documents")
     op.drop_index("ix_documents_state_fetched_at", table_name="documents")
     op.drop_index("ix_documents_unreported", table_name="documents")
