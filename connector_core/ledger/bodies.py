@@ -41,6 +41,14 @@ _PRUNED_TO = "bodies_pruned_to"
 
 # Compiled once; run as executemany with one parameter set per document.
 _INSERT = insert(document_bodies)
+_INSERT_BY_KEY = insert(document_bodies).from_select(
+    ["document_id", "invoice_json"],
+    select(documents.c.id, bindparam("b_json", type_=document_bodies.c.invoice_json.type)).where(
+        documents.c.source == bindparam("b_source"),
+        documents.c.source_key == bindparam("b_key"),
+        documents.c.version == bindparam("b_version"),
+    ),
+)
 _SET_DOCUMENT = (
     update(document_bodies)
     .where(document_bodies.c.document_id == bindparam("b_id"))
@@ -60,10 +68,15 @@ class BodyPruned(LookupError):
         )
 
 
-def write(conn, rows: Sequence[tuple[int, str]]) -> None:
-    """New bodies: (document id, invoice JSON)."""
+def write(conn, source: str, rows: Sequence[tuple[str, int, str]]) -> None:
+    """New bodies of rows just inserted: (source key, version, invoice JSON). Each finds its
+    document id through the unique key, in the same statement: no id has to come back from
+    the insert (SQLite gives RETURNING of a batch only one row per statement)."""
     if rows:
-        conn.execute(_INSERT, [{"document_id": doc_id, "invoice_json": body} for doc_id, body in rows])
+        conn.execute(
+            _INSERT_BY_KEY,
+            [{"b_source": source, "b_key": key, "b_version": v, "b_json": body} for key, v, body in rows],
+        )
 
 
 def replace_invoice(conn, doc_id: int, invoice_json: str | None) -> None:

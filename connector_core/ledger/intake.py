@@ -97,12 +97,10 @@ class Intake(LedgerPart):
                         f"invoice {key} of source {source}: the ledger row kept changing while it was recorded; "
                         "the page is recorded again on the next fetch"
                     )
-            bodies_to_write: list[tuple[int, str]] = []
+            new_bodies = [(row["source_key"], row["version"], row.pop("invoice_json")) for row in inserts]
             for transition, rows in _group_inserts(inserts):
-                contents = [row.pop("invoice_json") for row in rows]
-                ids = states.insert_state(conn, transition, rows, returning_ids=True)
-                bodies_to_write += [(i, c) for i, c in zip(ids, contents, strict=True) if c is not None]
-            bodies.write(conn, bodies_to_write)
+                states.insert_state(conn, transition, rows)
+            bodies.write(conn, source, [body for body in new_bodies if body[2] is not None])
         return summary
 
     # --- one invoice ------------------------------------------------------------------------

@@ -347,14 +347,9 @@ def remove(
     return Moved(transition, result.rowcount or 0, expected)
 
 
-def insert_state(
-    conn: Connection, transition: Transition, rows: Iterable[dict[str, Any]], *, returning_ids: bool = False
-) -> list[Any]:
+def insert_state(conn: Connection, transition: Transition, rows: Iterable[dict[str, Any]]) -> list[Any]:
     """Create rows in the ``transition``'s target state; returns the new primary keys when a
-    single row is inserted (the submission that a claim opens), else an empty list.
-
-    ``returning_ids``: the new ids of all rows, in the order of ``rows`` (one batched
-    INSERT ... RETURNING where the database has it, which all three supported ones do)."""
+    single row is inserted (the submission that a claim opens), else an empty list."""
     if BY_NAME.get((transition.table, transition.name)) is not transition or transition.sources:
         raise UndeclaredTransition(f"{transition.table}.{transition.name} does not create rows")
     table = _TABLES[transition.table]
@@ -363,9 +358,6 @@ def insert_state(
         return []
     if len(rows) == 1:
         return list(conn.execute(insert(table).values(**rows[0])).inserted_primary_key or ())
-    if returning_ids:
-        stmt = insert(table).returning(table.c.id, sort_by_parameter_order=True)
-        return list(conn.execute(stmt, rows).scalars())
     conn.execute(insert(table), rows)
     return []
 
