@@ -21,7 +21,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from .config import FaultsConfig, SimulatorConfig
+from . import lifecycle
+from .config import FaultsConfig, LifecycleWindows, SimulatorConfig
 from .responses import CompactJSONResponse, LostResponse, api_error, iso, oauth_error
 from .service import Simulator
 from .store import Token
@@ -228,6 +229,15 @@ def create_app(config: SimulatorConfig | None = None) -> Starlette:
 
         return await gate.run(request, "qr", handler)
 
+    async def document_types(request: Request) -> Response:
+        async def handler(req: Request, token: Token, now: float) -> Response:
+            params = req.path_params
+            if "id" not in params:
+                return sim.get_document_types()
+            return sim.get_document_type(params["id"], params.get("vid"))
+
+        return await gate.run(request, "document_types", handler)
+
     # -- the simulator's own controls --------------------------------------------------------
 
     async def stats(request: Request) -> Response:
@@ -254,6 +264,23 @@ def create_app(config: SimulatorConfig | None = None) -> Starlette:
         client_id = body.get("client_id") if isinstance(body, dict) else None
         return CompactJSONResponse({"revoked": sim.revoke_tokens(client_id)})
 
+    async def windows(request: Request) -> Response:
+        if request.method == "GET":
+            return CompactJSONResponse(sim.windows())
+        try:
+            change = LifecycleWindows.model_validate_json(await request.body())
+        except ValidationError as exc:
+            return JSONResponse(
+                {"error": "invalid lifecycle windows", "details": json.loads(exc.json())}, status_code=400
+            )
+        return CompactJSONResponse(sim.set_windows(change))
+
+    def portal(wanted: str) -> Callable[[Request], Awaitable[Response]]:
+        async def event(request: Request) -> Response:
+            return sim.portal_event_response(request.path_params["uuid"], wanted, await state_body(request))
+
+        return event
+
     api = "/api/v1.0"
     routes = [
         Route("/connect/token", login, methods=["POST"]),
@@ -268,10 +295,16 @@ def create_app(config: SimulatorConfig | None = None) -> Starlette:
         Route(f"{api}/taxpayer/validate/{{tin}}", validate_tin, methods=["GET"]),
         Route(f"{api}/taxpayer/search/tin", search_tin, methods=["GET"]),
         Route(f"{api}/taxpayers/qrcodeinfo/{{text}}", qr, methods=["GET"]),
+        Route(f"{api}/documenttypes", document_types, methods=["GET"]),
+        Route(f"{api}/documenttypes/{{id}}", document_types, methods=["GET"]),
+        Route(f"{api}/documenttypes/{{id}}/versions/{{vid}}", document_types, methods=["GET"]),
         Route("/_simulator/stats", stats, methods=["GET"]),
         Route("/_simulator/reset", reset, methods=["POST"]),
         Route("/_simulator/faults", faults, methods=["GET", "POST"]),
         Route("/_simulator/revoke-tokens", revoke_tokens, methods=["POST"]),
+        Route("/_simulator/windows", windows, methods=["GET", "POST"]),
+        Route("/_simulator/portal/cancel/{uuid}", portal(lifecycle.CANCEL), methods=["POST"]),
+        Route("/_simulator/portal/reject/{uuid}", portal(lifecycle.REJECT), methods=["POST"]),
     ]
 
     async def unknown_route(request: Request, exc: Exception) -> Response:

@@ -33,6 +33,7 @@ OPTION_FIELDS = {
     "search_lag_seconds": "faults.search_lag_seconds",
     "seed": "seed",
     "overall_status_style": "overall_status_style",
+    "lifecycle_window_seconds": "lifecycle_window_seconds",
 }
 
 
@@ -64,6 +65,8 @@ def banner(config: SimulatorConfig, base_url: str) -> str:
         f"  identity: {base_url}/connect/token    API: {base_url}/api/v1.0/...",
         f"  rate limits: {config.rate_limits.profile} (window {config.rate_limits.window_seconds:g} s); "
         f"validation {config.validation.delay_seconds:g} s + {config.validation.per_document_seconds:g} s/document",
+        f"  after Valid: cancel within {config.cancellation_window_seconds():g} s, "
+        f"reject within {config.rejection_window_seconds():g} s",
         "  demo credentials (client_id / client_secret -> TIN, BRN, name):",
     ]
     for taxpayer in config.taxpayers:
@@ -78,7 +81,8 @@ def banner(config: SimulatorConfig, base_url: str) -> str:
         )
     lines.append(
         f"  controls: GET {base_url}/_simulator/stats, POST /_simulator/reset, "
-        "POST /_simulator/faults, POST /_simulator/revoke-tokens"
+        "POST /_simulator/faults, POST /_simulator/revoke-tokens, GET|POST /_simulator/windows, "
+        "POST /_simulator/portal/cancel/<uuid>, POST /_simulator/portal/reject/<uuid>"
     )
     return "\n".join(lines)
 
@@ -109,6 +113,11 @@ def banner(config: SimulatorConfig, base_url: str) -> str:
     "--search-lag-seconds",
     type=float,
     help="Seconds before a received document shows in Search / Recent Documents (indexing lag).",
+)
+@click.option(
+    "--lifecycle-window-seconds",
+    type=float,
+    help="Compress the 72-hour cancellation and rejection windows to this many seconds.",
 )
 @click.option("--seed", type=int, help="Seed of the fault and id random sequences.")
 @click.option(

@@ -25,9 +25,11 @@ ENDPOINTS = (
     "validate_tin",
     "search_tin",
     "qr",
+    "document_types",
 )
 
-#: LHDN's published requests-per-minute per client id (integration-practices page).
+#: LHDN's published requests-per-minute per client id (integration-practices page). The
+#: Platform API's document types have no published figure, so they are not limited.
 PRODUCTION_LIMITS_PER_MINUTE: dict[str, int] = {
     "login": 12,
     "submit": 100,
@@ -225,10 +227,41 @@ class SimulatorConfig(_Strict):
     max_submission_bytes: int = 5 * 1024 * 1024
     max_document_bytes: int = 300 * 1024
     duplicate_submission_window_seconds: float = Field(600.0, ge=0)
-    cancellation_window_hours: float = Field(72.0, gt=0)
-    rejection_window_hours: float = Field(72.0, gt=0)
+    cancellation_window_hours: float = Field(
+        72.0, gt=0, description="hours after validation the issuer may cancel (workflowParameters cancellationDuration)"
+    )
+    rejection_window_hours: float = Field(
+        72.0, gt=0, description="hours after validation the buyer may request rejection (rejectionDuration)"
+    )
+    lifecycle_window_seconds: float | None = Field(
+        None,
+        gt=0,
+        description=(
+            "when set, both windows last this many seconds instead of the hours above: compressed time, "
+            "so a test or the demo sees the whole 72-hour lifecycle in seconds or minutes"
+        ),
+    )
     accept_unknown_tins: bool = Field(
         True, description="Validate Taxpayer's TIN answers 200 for well-formed TINs that are not configured"
     )
     portal_base_url: str = "https://preprod.myinvois.hasil.gov.my"
     keep_raw_documents: bool = Field(True, description="store submitted documents (compressed) for Get Document")
+
+    def cancellation_window_seconds(self) -> float:
+        if self.lifecycle_window_seconds is not None:
+            return self.lifecycle_window_seconds
+        return self.cancellation_window_hours * 3600
+
+    def rejection_window_seconds(self) -> float:
+        if self.lifecycle_window_seconds is not None:
+            return self.lifecycle_window_seconds
+        return self.rejection_window_hours * 3600
+
+
+class LifecycleWindows(_Strict):
+    """What ``POST /_simulator/windows`` may change at run time; fields left out stay as they are."""
+
+    cancellation_window_hours: float | None = Field(None, gt=0)
+    rejection_window_hours: float | None = Field(None, gt=0)
+    # Explicit null clears the compression and brings the hour figures back into force.
+    lifecycle_window_seconds: float | None = Field(None, gt=0)

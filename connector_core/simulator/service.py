@@ -14,6 +14,8 @@ import json
 import math
 import re
 import secrets
+import threading
+import time
 import uuid as uuid_module
 from datetime import UTC, datetime, timedelta
 from urllib.parse import parse_qs
@@ -22,7 +24,8 @@ from starlette.responses import Response
 
 from connector_core.codes import code_table
 
-from .config import IntermediaryAccount, SimulatorConfig, TaxpayerAccount
+from . import document_types, lifecycle
+from .config import IntermediaryAccount, LifecycleWindows, SimulatorConfig, TaxpayerAccount
 from .faults import FaultInjector
 from .rate_limiter import SlidingWindowLimiter
 from .responses import CompactJSONResponse, api_error, detail, iso, oauth_error
@@ -112,6 +115,8 @@ class Simulator:
         self.taxpayers: dict[str, TaxpayerAccount] = {t.client_id: t for t in config.taxpayers}
         self.intermediaries: dict[str, IntermediaryAccount] = {i.client_id: i for i in config.intermediaries}
         self.taxpayers_by_tin: dict[str, TaxpayerAccount] = {t.tin: t for t in config.taxpayers}
+        # Held while a cancellation or rejection is checked and applied (API or portal).
+        self.state_lock = threading.Lock()
 
     def reset(self) -> None:
         """Forget documents, submissions, counters and rate windows; tokens stay valid."""
@@ -485,79 +490,112 @@ class Simulator:
     # -- cancel and reject -------------------------------------------------------------------
 
     def change_state(self, token: Token, uuid: str, body: object, now: float) -> Response:
-        if not isinstance(body, dict):
-            return api_error(
-                400, "BadArgument", "The body must be a JSON object with status and reason", target="status"
-            )
-        wanted = str(body.get("status", "")).strip().lower()
-        reason = body.get("reason")
-        if wanted not in ("cancelled", "rejected"):
-            return api_error(400, "BadArgument", "status must be 'cancelled' or 'rejected'", target="status")
-        if not isinstance(reason, str) or not reason.strip() or len(reason) > 300:
-            return api_error(400, "BadArgument", "reason is required, at most 300 characters", target="reason")
+        """The API's door: the caller must be the issuer to cancel, the receiver to reject."""
+        try:
+            wanted, reason = lifecycle.read_request(body)
+            document = self.store.documents.get(uuid)
+            if document is None:
+                raise lifecycle.StateChangeRefused(404, "NotFound", f"Document {uuid} was not found", "uuid")
+            if wanted == lifecycle.CANCEL:
+                allowed = self.is_issuer(token, document.principal, document.issuer_tin)
+            else:
+                allowed = self.is_receiver(token, document)
+            if not allowed:
+                # The pages answer 403 for a document "not issued by them" / "not received by
+                # them", which covers third parties too; the body is the one observed on the wire.
+                who = "issuer" if wanted == lifecycle.CANCEL else "receiver"
+                raise lifecycle.StateChangeRefused(
+                    403,
+                    "AccessDenied",
+                    "The document cannot be cancelled or requested for rejection",
+                    "Update Document Status",
+                    [
+                        detail(
+                            "Forbidden",
+                            f"Only the document's {who} may do this; "
+                            "it seems that you are not authorized to update document status",
+                            "Document.UUID",
+                        )
+                    ],
+                )
+            with self.state_lock:
+                outcome = lifecycle.change_state(self.store, self.config, document, wanted, reason, now)
+        except lifecycle.StateChangeRefused as refused:
+            return refused.response()
+        return CompactJSONResponse(outcome)
+
+    # -- portal events: what the issuer or the buyer does on the MyInvois portal -------------
+
+    def portal_cancel(self, uuid: str, reason: str, now: float | None = None) -> dict:
+        """The issuer cancels the document on the portal; raises StateChangeRefused like the API."""
+        return self._portal_event(uuid, lifecycle.CANCEL, reason, now)
+
+    def portal_request_rejection(self, uuid: str, reason: str, now: float | None = None) -> dict:
+        """The buyer requests rejection on the portal: the document stays Valid, with the reason."""
+        return self._portal_event(uuid, lifecycle.REJECT, reason, now)
+
+    def _portal_event(self, uuid: str, wanted: str, reason: object, now: float | None) -> dict:
+        # No token and no rate limit: the portal is LHDN's own front end. Its rules are the API's.
+        moment = time.time() if now is None else now
+        checked = lifecycle.checked_reason(reason)
         document = self.store.documents.get(uuid)
         if document is None:
-            return api_error(404, "NotFound", f"Document {uuid} was not found", target="uuid")
-        issuer = self.is_issuer(token, document.principal, document.issuer_tin)
-        receiver = self.is_receiver(token, document)
-        allowed = issuer if wanted == "cancelled" else receiver
-        if not allowed:
-            if not (issuer or (receiver and document.status(now) in ("Valid", "Cancelled"))):
-                return api_error(404, "NotFound", f"Document {uuid} was not found", target="uuid")
-            who = "issuer" if wanted == "cancelled" else "receiver"
-            return api_error(
-                403,
-                "AccessDenied",
-                "The document cannot be cancelled or requested for rejection",
-                target="Update Document Status",
-                details=[
-                    detail(
-                        "Forbidden",
-                        f"Only the document's {who} may do this; "
-                        "it seems that you are not authorized to update document status",
-                        "Document.UUID",
-                    )
-                ],
-            )
-        status = document.status(now)
-        if status != "Valid" or (wanted == "rejected" and document.reject_requested_at is not None):
-            state = "already requested for rejection" if status == "Valid" else status
-            return api_error(
-                400,
-                "IncorrectState",
-                f"The document is {state} and cannot be {wanted}",
-                target="status",
-                details=[detail("IncorrectState", f"Document status is {state}", "status")],
-            )
-        window_hours = (
-            self.config.cancellation_window_hours if wanted == "cancelled" else self.config.rejection_window_hours
-        )
-        if now - document.ready_at > window_hours * 3600:
-            return api_error(
-                400,
-                "OperationPeriodOver",
-                f"The {window_hours:g}-hour period to {'cancel' if wanted == 'cancelled' else 'reject'} "
-                "this document is over; issue a credit, debit or refund note instead",
-                target="status",
-            )
-        active = [
-            u
-            for u in self.store.referenced_by.get(uuid, ())
-            if (d := self.store.documents.get(u)) is not None and d.valid and d.status(now) in ("Valid", "Submitted")
-        ]
-        if active:
-            return api_error(
-                400,
-                "ActiveReferencingDocuments",
-                f"Documents {', '.join(active)} reference this document; cancel them first",
-                target="uuid",
-            )
-        document.status_reason = reason
-        if wanted == "cancelled":
-            document.cancelled_at = now
-            return CompactJSONResponse({"uuid": uuid, "status": "Cancelled"})
-        document.reject_requested_at = now
-        return CompactJSONResponse({"uuid": uuid, "status": "Requested for Rejection"})
+            raise lifecycle.StateChangeRefused(404, "NotFound", f"Document {uuid} was not found", "uuid")
+        # Tests call this from their own thread while uvicorn serves in another: one change at a time.
+        with self.state_lock:
+            outcome = lifecycle.change_state(self.store, self.config, document, wanted, checked, moment)
+        self.stats.count_portal_event("cancel" if wanted == lifecycle.CANCEL else "reject")
+        return outcome
+
+    def portal_event_response(self, uuid: str, wanted: str, body: object) -> Response:
+        reason = body.get("reason") if isinstance(body, dict) else None
+        try:
+            return CompactJSONResponse(self._portal_event(uuid, wanted, reason, None))
+        except lifecycle.StateChangeRefused as refused:
+            return refused.response()
+
+    # -- lifecycle windows and document types (Platform API) ---------------------------------
+
+    def windows(self) -> dict:
+        config = self.config
+        return {
+            "cancellation_window_hours": config.cancellation_window_hours,
+            "rejection_window_hours": config.rejection_window_hours,
+            "lifecycle_window_seconds": config.lifecycle_window_seconds,
+            "effective_seconds": {
+                "cancellation": config.cancellation_window_seconds(),
+                "rejection": config.rejection_window_seconds(),
+            },
+        }
+
+    def set_windows(self, change: LifecycleWindows) -> dict:
+        """Apply at once, to documents already Valid too: a test can close a window on demand."""
+        given = change.model_fields_set
+        for name in ("cancellation_window_hours", "rejection_window_hours"):
+            value = getattr(change, name)
+            if name in given and value is not None:
+                setattr(self.config, name, value)
+        if "lifecycle_window_seconds" in given:
+            self.config.lifecycle_window_seconds = change.lifecycle_window_seconds
+        return self.windows()
+
+    def get_document_types(self) -> Response:
+        return CompactJSONResponse(document_types.all_document_types())
+
+    def get_document_type(self, raw_id: str, raw_version: str | None = None) -> Response:
+        try:
+            type_id = int(raw_id)
+            version_id = int(raw_version) if raw_version is not None else None
+        except ValueError:
+            return api_error(400, "BadArgument", "document type and version ids are numbers", target="id")
+        if version_id is None:
+            found = document_types.document_type(type_id, self.config)
+        else:
+            found = document_types.document_type_version(type_id, version_id)
+        if found is None:
+            what = f"Document type {raw_id}" + (f" version {raw_version}" if raw_version is not None else "")
+            return api_error(404, "NotFound", f"{what} was not found", target="id")
+        return CompactJSONResponse(found)
 
     # -- listing: recent and search ----------------------------------------------------------
 
@@ -835,4 +873,5 @@ class Simulator:
             "valid_by_invoice": valid,
             "duplicate_documents": sum(max(0, n - 1) for n in valid.values()),
             "faults_injected": self.stats.faults_injected,
+            "portal_events": self.stats.portal_events,
         }
