@@ -142,6 +142,18 @@ def test_an_unknown_uuid_is_404_for_the_api_and_the_portal(client, issuer):
     assert response.status_code == 404 and response.json()["error"]["code"] == "NotFound"
 
 
+def test_for_a_self_billed_invoice_the_buyer_cancels_and_the_supplier_rejects(client):
+    supplier, buyer = login(client), login(client, BUYER)
+    document = invoice("SB-1")
+    document["Invoice"][0]["InvoiceTypeCode"][0]["_"] = "11"
+    uuid = submit_one(client, buyer, document, "SB-1")  # the buyer issues and submits it
+    assert details(client, buyer, uuid)["status"] == "Valid"
+    assert change(client, supplier, uuid, "cancelled").status_code == 403
+    assert change(client, buyer, uuid, "rejected").status_code == 403
+    assert change(client, supplier, uuid, "rejected", "never supplied").status_code == 200
+    assert change(client, buyer, uuid, "cancelled", "agreed").status_code == 200
+
+
 # -- the windows ----------------------------------------------------------------------------------
 
 def test_after_the_window_both_cancel_and_reject_are_operation_period_over(client, issuer, buyer):
@@ -351,3 +363,4 @@ def test_the_command_line_compresses_the_windows():
     assert "cancel within 120 s, reject within 120 s" in banner(config, "http://127.0.0.1:1")
     default = config_from_options(None, {"lifecycle_window_seconds": None})
     assert default.cancellation_window_seconds() == 72 * 3600
+
