@@ -42,9 +42,7 @@ def ledger(database_url):
 
 
 def item(key: str, body: str = '{"invoice": 1}', fingerprint: str = "a") -> FetchedItem:
-    return FetchedItem(
-        source_key=key, number=key, fingerprint=fingerprint * 64, invoice_json=body, document_type="01"
-    )
+    return FetchedItem(source_key=key, number=key, fingerprint=fingerprint * 64, invoice_json=body, document_type="01")
 
 
 def claim(led: Ledger, content: str = '{"doc": 1}') -> int:
@@ -202,4 +200,30 @@ def test_pruning_continues_where_it_stopped_and_still_finds_documents_final_sinc
     # Two more become final after that pruning: the next run past their retention finds them.
     validate(ledger, sub_id, [], ["K3", "K4"])
     assert ledger.bodies.prune(keep_days=30, now=later + timedelta(days=31)) == 2
+    assert ledger.bodies.stored() == {"kept": 0}
+
+
+def test_the_daemons_pruning_runs_at_most_once_a_minute_and_counts_what_it_removed(ledger, monkeypatch):
+    from connector_core.ledger import bodies
+
+    ledger.intake.record_fetched(source="s", profile="p", items=[item("A"), item("B")])
+    sub_id = claim(ledger)
+    validate(ledger, sub_id, ["A", "B"], ["A"])
+    with ledger.engine.begin() as conn:
+        conn.execute(
+            update(documents).where(documents.c.final_at.is_not(None)).values(final_at=datetime(2026, 1, 1, tzinfo=UTC))
+        )
+    clock = [1000.0]
+    monkeypatch.setattr(bodies.time, "monotonic", lambda: clock[0])
+    assert ledger.bodies.prune_if_due(keep_days=3) == 1
+    validate(ledger, sub_id, [], ["B"])
+    with ledger.engine.begin() as conn:
+        conn.execute(
+            update(documents).where(documents.c.source_key == "B").values(final_at=datetime(2026, 1, 2, tzinfo=UTC))
+        )
+    clock[0] += bodies.PRUNE_EVERY_SECONDS - 1
+    assert ledger.bodies.prune_if_due(keep_days=3) == 0  # not yet: B waits for the next look
+    clock[0] += 1
+    assert ledger.bodies.prune_if_due(keep_days=3) == 1
+    assert ledger.journal.counter_values()["bodies_pruned"] == 2
     assert ledger.bodies.stored() == {"kept": 0}
