@@ -3,12 +3,13 @@ newest schema, and after the bodies were pruned (``ledger.keep_bodies_days`` pas
 
 Takes a SQLite ledger a benchmark run left (``benchmarks/run.py`` writes one under
 ``var/benchmarks/.../state/ledger.sqlite``), never changes it: it works on a copy, and on a copy
-of its rows in a scratch PostgreSQL database. Each figure is measured after VACUUM (SQLite:
+of its rows in scratch PostgreSQL and MariaDB databases. Each figure is measured after VACUUM (SQLite:
 file size / final documents; PostgreSQL: ``pg_total_relation_size`` of every table, indexes and
-TOAST included, after VACUUM FULL).
+TOAST included, after VACUUM FULL; MariaDB: InnoDB data and index length after OPTIMIZE TABLE).
 
     .venv/bin/python benchmarks/ledger_size.py var/benchmarks/quick/throughput/state/ledger.sqlite \\
-        --documents 20000 --postgres postgresql+psycopg://postgres@127.0.0.1:5432/postgres
+        --documents 20000 --postgres postgresql+psycopg://postgres@127.0.0.1:5432/postgres \\
+        --mariadb mysql+pymysql://root@127.0.0.1:3306/mysql
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ def main() -> None:
     parser.add_argument("source", type=Path, help="a SQLite ledger left by a run (only read)")
     parser.add_argument("--documents", type=int, help="keep the first N documents only")
     parser.add_argument("--postgres", help="admin URL of a PostgreSQL server: measure there too")
+    parser.add_argument("--mariadb", help="admin URL of a MariaDB server (mysql+pymysql://...): measure there too")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="ledger-size-"))
     copy, untouched = work / "ledger.sqlite", work / "source.sqlite"
@@ -49,7 +51,9 @@ def main() -> None:
     _copy_sqlite(copy, untouched, None)
     results: dict[str, Any] = {"source": str(args.source), "sqlite": _measure_sqlite(copy)}
     if args.postgres:
-        results["postgresql"] = _measure_postgres(untouched, args.postgres)
+        results["postgresql"] = _measure_server(untouched, args.postgres, _pg_size)
+    if args.mariadb:
+        results["mariadb"] = _measure_server(untouched, args.mariadb, _mariadb_size)
     print(json.dumps(results, indent=2))
 
 
@@ -130,29 +134,64 @@ def _pg_size(url: str) -> dict[str, Any]:
     }
 
 
-def _measure_postgres(source: Path, admin_url: str) -> dict[str, Any]:
+def _mariadb_size(url: str) -> dict[str, Any]:
+    """InnoDB's data and index length of every table, after OPTIMIZE TABLE (its VACUUM FULL)."""
+    engine = create_engine(url)
+    schema = make_url(url).database
+    with engine.connect() as conn:
+        tables = conn.execute(
+            text("SELECT table_name FROM information_schema.tables WHERE table_schema = :s"), {"s": schema}
+        )
+        for (name,) in tables.all():
+            conn.exec_driver_sql(f"OPTIMIZE TABLE `{name}`").all()
+            conn.exec_driver_sql(f"ANALYZE TABLE `{name}`").all()
+        by_table = {
+            name: int(size)
+            for name, size in conn.execute(
+                text(
+                    "SELECT table_name, data_length + index_length FROM information_schema.tables "
+                    "WHERE table_schema = :s ORDER BY 2 DESC"
+                ),
+                {"s": schema},
+            )
+        }
+        final = conn.execute(text("SELECT count(*) FROM documents WHERE final_at IS NOT NULL")).scalar()
+        revision = conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
+    engine.dispose()
+    size = sum(by_table.values())
+    return {
+        "revision": revision,
+        "final_documents": final,
+        "bytes": size,
+        "bytes_per_final_document": round(size / final) if final else None,
+        "bytes_by_table": by_table,
+    }
+
+
+def _measure_server(source: Path, admin_url: str, measure) -> dict[str, Any]:
     name = f"ledger_size_{uuid.uuid4().hex[:8]}"
     admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
         conn.execute(text(f"CREATE DATABASE {name}"))
     url = make_url(admin_url).set(database=name).render_as_string(hide_password=False)
     try:
-        _copy_rows_to_postgres(source, url)
-        out = {"as_left": _pg_size(url)}
+        _copy_rows_to_server(source, url)
+        out = {"as_left": measure(url)}
         Ledger(url).close()
-        out["migrated"] = _pg_size(url)
+        out["migrated"] = measure(url)
         ledger = Ledger(url)
         out["pruned_bodies"] = _prune_all(ledger)
         ledger.close()
-        out["after_retention"] = _pg_size(url)
+        out["after_retention"] = measure(url)
         return out
     finally:
         with admin.connect() as conn:
-            conn.execute(text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+            force = " WITH (FORCE)" if admin.dialect.name == "postgresql" else ""
+            conn.execute(text(f"DROP DATABASE IF EXISTS {name}{force}"))
         admin.dispose()
 
 
-def _copy_rows_to_postgres(source: Path, url: str) -> None:
+def _copy_rows_to_server(source: Path, url: str) -> None:
     """The schema at the source's own revision, then every row of its tables."""
     src = create_engine(f"sqlite:///{source}")
     with src.connect() as conn:
