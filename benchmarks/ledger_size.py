@@ -57,6 +57,18 @@ def main() -> None:
     print(json.dumps(results, indent=2))
 
 
+def sqlite_after_retention(source: Path) -> dict[str, Any]:
+    """For ``benchmarks/run.py``: the size per final document of a copy of ``source`` once
+    every final document is past ``ledger.keep_bodies_days`` (right after a run, every body is
+    still kept: about 8 KB more per document)."""
+    copy = Path(tempfile.mkdtemp(prefix="ledger-size-")) / "ledger.sqlite"
+    _copy_sqlite(source, copy, None)
+    ledger = Ledger(f"sqlite:///{copy}")
+    pruned = _prune_all(ledger)
+    ledger.close()
+    return {**_sqlite_size(copy), "pruned_bodies": pruned}
+
+
 def _copy_sqlite(source: Path, target: Path, limit: int | None) -> None:
     src = sqlite3.connect(f"file:{source}?mode=ro", uri=True)
     dst = sqlite3.connect(target)
