@@ -38,6 +38,7 @@ from typing import Any
 from urllib.parse import quote
 
 import httpx
+import orjson
 
 from .endpoints import ROUTES, Endpoint
 from .errors import (
@@ -67,6 +68,7 @@ from .responses import (
     parse_error_body,
 )
 from .retry import RetrySettings, backoff_delay, parse_retry_after, rate_limited_delay, should_wait_for
+from .send_watch import SendWatch
 from .token import Credentials, TokenCache, TokenProvider
 
 log = logging.getLogger(__name__)
@@ -316,8 +318,10 @@ class MyInvoisClient:
                     endpoint=Endpoint.submit,
                     code="MaximumSizeExceeded",
                 )
-        # Compact and deterministic: LHDN detects duplicates by hashing the whole payload.
-        body = json.dumps({"documents": entries}, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+        # Compact and deterministic: LHDN detects duplicates by hashing the whole payload. orjson
+        # writes the same bytes as json.dumps(separators=(",", ":"), ensure_ascii=False) for these
+        # string entries, at a fraction of the CPU (it was ~1.3% of the connector's).
+        body = orjson.dumps({"documents": entries})
         if len(body) > MAX_SUBMISSION_BYTES:
             raise BatchRefused(
                 f"the submission is {len(body) // 1024} KB, above LHDN's 5 MB; send fewer documents per batch",
@@ -456,12 +460,14 @@ class MyInvoisClient:
             raise error
 
     def _send(self, slot: Slot, method: str, url: str, **request: Any) -> httpx.Response:
+        watch = SendWatch()
         try:
-            return self._http.request(method, url, **request)
+            return self._http.request(method, url, extensions=watch.extensions, **request)
         finally:
-            # MyInvois counted the call, if ever, by the time its answer or failure is here: the
-            # slot is counted from now on, not from the grant (see api/ratelimit.py).
-            self.rate_policy.release(slot)
+            # MyInvois counts the call when the request arrives: the slot is counted from when it
+            # was completely sent (or, never seen sent, from its failure), not from the grant nor
+            # the answer (see api/ratelimit.py).
+            self.rate_policy.release(slot, sent_seconds_ago=watch.sent_seconds_ago())
 
     def _transport_error(self, endpoint: Endpoint, exc: httpx.TransportError, sent: bool) -> ApiError:
         kind = type(exc).__name__

@@ -12,22 +12,28 @@ share the slots through one backend:
 * ``redis://host:port/db``: processes on several hosts (an atomic Lua count-then-insert);
 * ``postgresql://...``: processes on several hosts (a transaction-scoped advisory lock per bucket).
 
-**When a call counts.** LHDN counts a call when it reaches it, somewhere between the moment we
-send it and the moment its answer is back; we cannot know when exactly, and on a busy machine or
-a slow network the delay differs from call to call. So a slot is stamped with the latest moment
-the call can have been counted:
+**When a call counts.** LHDN counts a call when its request arrives, not when it is answered;
+the answer comes later by the server's processing (most of a submission's second). We cannot see
+the arrival, only the moment the request was completely written to our socket, so a slot is
+stamped with the latest moment the call can have been counted:
 
 * while the call is *in flight*, the slot counts in every window (it is stamped one window
   ahead, so that a process that dies mid-call frees it two windows after the grant at most);
-* when the answer or the failure arrives, :meth:`RatePolicy.release` moves the stamp to that
-  moment, plus a small guard (``arrival_margin_seconds``, 0.1 s per minute) for the clocks of
-  hosts sharing a backend;
+* when the answer or the failure arrives, :meth:`RatePolicy.release` moves the stamp to the
+  moment the request was completely sent (``sent_seconds_ago`` before now), plus a guard
+  (``arrival_margin_seconds``, 0.25 s per minute) for the request's way to LHDN and for the
+  clocks of hosts sharing a backend; never later than the answer plus the guard, since LHDN had
+  the request by the time it answered. A call of which we never saw the request leave (a refused
+  connection, a failure while sending) is stamped at its failure plus the guard, as late as it
+  can have arrived;
 * a new slot is granted only while fewer than ``limit`` stamps lie within the last window.
 
-A call counted by LHDN at ``T`` was answered at ``R >= T``; a slot granted at ``G >= R + window``
-after it is counted at ``T' >= G``, so ``T' - T >= window``: LHDN's window never holds more
-than ``limit`` of our calls, however the delays vary, and we lose only each call's own duration
-per window (about 1 s of LHDN's 60 for Submit Documents: 0.98 of the ceiling).
+A call counted by LHDN at ``T`` was sent, completely, at ``S >= T - guard`` (the guard covers
+its way there); its slot is stamped at ``S + guard >= T``, and a slot granted at
+``G >= S + guard + window`` after it is counted at ``T' >= G``, so ``T' - T >= window``: LHDN's
+window never holds more than ``limit`` of our calls, however the delays vary. What the rate gives
+up per window is the time from a grant to its request's last byte, plus the guard: a few
+hundredths of a second plus 0.25 of LHDN's 60 for Submit Documents, about 0.995 of the ceiling.
 
 The waiting loop decides three more things, each *before* a slot is taken:
 
@@ -43,7 +49,7 @@ The waiting loop decides three more things, each *before* a slot is taken:
   before anything is sent, and the next call simply tries the backend again.
 
 The slot stores are our own, not pyrate-limiter's buckets: those stamp an item once, at the
-grant, and cannot hold a slot for a call in flight nor move it to the answer's time.
+grant, and cannot hold a slot for a call in flight nor move it, once answered, to when it was sent.
 ``safety_factor`` (default 1.0) stays for operators who want to leave part of LHDN's figure
 unused, e.g. for another tool on the same client id.
 """
@@ -96,14 +102,17 @@ class RateLimitSettings(BaseModel):
         "production",
         description="LHDN's published production limits; 'sandbox' = our guess (half), 'off' = no client-side limit.",
     )
-    # 1.0: a slot is counted until its call's answer, so the grant-to-arrival delay that 0.97
-    # used to absorb is accounted for; a lower figure only leaves part of LHDN's limit unused.
+    # 1.0: a slot is counted in flight until its call's request has left, and a guard after, so
+    # the grant-to-arrival delay that 0.97 used to absorb is accounted for; a lower figure only leaves part of LHDN's limit unused.
     safety_factor: float = Field(1.0, gt=0, le=1, description="Fraction of LHDN's limit we allow ourselves.")
+    # 0.25 s: a request's last bytes reach Malaysia from most of the world in under 0.15 s, and
+    # NTP keeps the hosts sharing a backend within a few hundredths of a second of each other.
     arrival_margin_seconds: float = Field(
-        0.1,
+        0.25,
         ge=0,
-        description="Guard, in seconds per 60 s of window, added to a call's answer time before its slot may leave "
-        "our window: covers the clock difference between hosts sharing a backend. Scaled with window_seconds.",
+        description="Guard, in seconds per 60 s of window, added to the moment a call's request was completely sent "
+        "before its slot may leave our window: covers the request's way to LHDN and the clock difference between "
+        "hosts sharing a backend. Scaled with window_seconds.",
     )
     window_seconds: float = Field(
         LHDN_WINDOW_SECONDS, gt=0, description="Length of LHDN's limit window. LHDN's is 60 s; benchmarks compress it."
@@ -166,7 +175,7 @@ class RateLimitSettings(BaseModel):
         return self.window_seconds
 
     def guard_seconds(self) -> float:
-        """What is added to a call's answer time before its slot may leave the window."""
+        """What is added to the moment a call's request was sent before its slot may leave the window."""
         return self.window_seconds * self.arrival_margin_seconds / LHDN_WINDOW_SECONDS
 
 
@@ -243,7 +252,7 @@ class _Backend:
         raise NotImplementedError
 
     def settle(self, bucket: str, slot: str, stamp: float) -> None:
-        """Move the slot's stamp to ``stamp`` (the call's answer time plus the guard)."""
+        """Move the slot's stamp to ``stamp`` (when the call's request was sent, plus the guard)."""
         raise NotImplementedError
 
     def cancel(self, bucket: str, slot: str) -> None:
@@ -782,15 +791,21 @@ class RatePolicy:
             log.debug("waited %.2f s for a %s slot", waited, endpoint.value)
         return Slot(endpoint, bucket, slot_id, waited)
 
-    def release(self, slot: Slot) -> None:
-        """The slot's call is answered (or failed): count it from now (plus the guard) on.
+    def release(self, slot: Slot, *, sent_seconds_ago: float | None = None) -> None:
+        """The slot's call is answered (or failed): count it from when LHDN can have counted it.
 
-        Never raises: the call is made, and its answer matters more. Should the backend fail
-        here, the slot stays stamped as in flight, which only holds it a window longer.
+        ``sent_seconds_ago``: how long ago the request's last byte was written to the socket;
+        None when that was not seen (the call failed before, or while, sending), and then the
+        call is counted from now. Either way plus the guard. Never raises: the call is made, and
+        its answer matters more. Should the backend fail here, the slot stays stamped as in
+        flight, which only holds it a window longer.
         """
         if slot.bucket is None:
             return
-        stamp = self._clock() + self._guard
+        now = self._clock()
+        # Never later than now: LHDN had the request by the time its answer (or failure) is here.
+        sent = now if sent_seconds_ago is None else now - max(0.0, sent_seconds_ago)
+        stamp = sent + self._guard
         self._local.settle(slot.bucket, slot.id, stamp)
         try:
             with self._backend_calls(slot.endpoint):

@@ -47,6 +47,7 @@ from .events import ApiCall, Listener, notify
 from .ratelimit import RatePolicy
 from .responses import parse_error_body
 from .retry import RetrySettings, login_backoff, parse_retry_after, rate_limited_delay
+from .send_watch import SendWatch
 
 log = logging.getLogger(__name__)
 
@@ -322,13 +323,14 @@ class TokenProvider:
         slot = self.rate_policy.take(c.client_id, Endpoint.login) if self.rate_policy is not None else None
         url = self.identity_base_url + ROUTES[Endpoint.login].path
         started = time.monotonic()
+        watch = SendWatch()
         try:
             try:
-                response = self._http.post(url, data=form, headers=headers)
+                response = self._http.post(url, data=form, headers=headers, extensions=watch.extensions)
             finally:
-                # Counted from the answer on, not from the grant (see api/ratelimit.py).
+                # Counted from when the request left, not from the grant (see api/ratelimit.py).
                 if self.rate_policy is not None and slot is not None:
-                    self.rate_policy.release(slot)
+                    self.rate_policy.release(slot, sent_seconds_ago=watch.sent_seconds_ago())
         except httpx.TransportError as exc:
             error = RetriableError(
                 f"could not reach the MyInvois identity service at {self.identity_base_url} "

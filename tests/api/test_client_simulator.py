@@ -17,6 +17,7 @@ from connector_core.api import (
     DocumentStatus,
     DuplicateSubmission,
     Endpoint,
+    MyInvoisClient,
     NotFound,
     RateLimitSettings,
     RatePolicy,
@@ -450,3 +451,16 @@ def test_401_with_a_token_another_thread_already_replaced_does_not_use_up_the_re
     assert fired
     assert stats(sim.base_url)["logins"] == {"demo-taxpayer": 3}  # T, T2 by A, T3 by B
     assert requests_of(sim.base_url, "validate_tin") == {"401": 3, "200": 2}
+
+
+def test_the_submission_body_is_the_compact_json_lhdn_hashes_for_duplicates():
+    """orjson writes the body; it must be the bytes json.dumps wrote, or a resend after an upgrade
+    would no longer be recognised by LHDN as the same submission (its duplicate check hashes them)."""
+    import json
+
+    entries = [
+        {**docs.entry(), "codeNumber": 'INV-Ünïcødé-請求書-"q"-\\-\t-\u2028-\x01'},
+        docs.entry(),
+    ]
+    expected = json.dumps({"documents": entries}, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    assert MyInvoisClient._submission_body(entries) == expected

@@ -1,7 +1,8 @@
 """The client hands its rate slot back when the answer (or the failure) is here, in a real backend.
 
 A slot is stamped a window ahead while its call is in flight; the client's release moves it to
-the answer's time (plus the guard). Read back from the SQLite file the limits live in.
+the moment the request was completely sent (plus the guard), or, when it never was as far as the
+client saw, to the failure. Read back from the SQLite file the limits live in.
 """
 
 from __future__ import annotations
@@ -32,22 +33,35 @@ def _policy(path) -> RatePolicy:
     return RatePolicy(RateLimitSettings(backend=f"sqlite:///{path}", window_seconds=WINDOW))
 
 
-def test_a_call_is_counted_from_its_answer(sim, tmp_path):
+#: The simulator's processing time for the calls below: the answer comes this long after the
+#: request left, so a stamp at the answer and one at the send are told apart by seconds.
+PROCESSING_S = 2.0
+
+
+@pytest.mark.parametrize("endpoint", ["submit", "login"])
+def test_a_call_is_counted_from_when_its_request_left_not_from_its_answer(sim, tmp_path, endpoint):
     path = tmp_path / "rate.db"
-    set_faults(sim.base_url, latency_by_endpoint={"validate_tin": {"fixed_ms": 300}})
     with _policy(path) as policy:
         client = MyInvoisClient(sim.base_url, sim.base_url, TAXPAYER, rate_policy=policy, retry_settings=FAST_RETRIES)
-        client.login()
-        before_login_slot = len(_stamps(path))
+        before_slot = 0
+        if endpoint == "submit":
+            client.login()
+            before_slot = len(_stamps(path))
+        set_faults(sim.base_url, latency_by_endpoint={endpoint: {"fixed_ms": PROCESSING_S * 1000}})
         sent = time.time()
-        assert client.validate_tin(docs.DEMO_TIN, "BRN", "202001234567") is True
+        if endpoint == "submit":
+            assert client.submit([docs.entry()]).submission_uid
+        else:
+            client.login()
         answered = time.time()
         client.close()
     stamps = _stamps(path)
-    assert len(stamps) == before_login_slot + 1
+    assert len(stamps) == before_slot + 1
     guard = policy.settings.guard_seconds()
-    # Not the grant (before the 0.3 s on the way), not in flight (a window ahead): the answer.
-    assert sent + 0.3 <= stamps[-1] <= answered + guard
+    assert answered - sent >= PROCESSING_S
+    # Not the grant (the guard comes on top of the send), not in flight (a window ahead), not
+    # the answer (seconds later): the moment the request was written, plus the guard.
+    assert sent + guard <= stamps[-1] <= answered - PROCESSING_S / 2 + guard
 
 
 def test_a_call_whose_answer_was_lost_is_counted_from_the_failure(sim, tmp_path):

@@ -26,16 +26,16 @@ CALLS_PER_PROCESS = 3
 
 def test_limits_by_profile_safety_factor_and_overrides():
     production = RateLimitSettings()
-    # LHDN's figures as published, over LHDN's own window: a call's slot counts until its answer
-    # (plus a 0.1 s guard per minute), which is what keeps 101 out of LHDN's minute.
+    # LHDN's figures as published, over LHDN's own window: a call's slot counts until its request
+    # left (plus a 0.25 s guard per minute), which is what keeps 101 out of LHDN's minute.
     assert production.limit_for(Endpoint.submit) == 100
     assert production.limit_for(Endpoint.login) == 12
     assert production.limit_for(Endpoint.get_submission) == 300
     assert production.counting_window_seconds() == 60.0
-    assert production.guard_seconds() == pytest.approx(0.1)
+    assert production.guard_seconds() == pytest.approx(0.25)
     compressed = RateLimitSettings(window_seconds=15.0)
     assert compressed.counting_window_seconds() == 15.0
-    assert compressed.guard_seconds() == pytest.approx(0.025)
+    assert compressed.guard_seconds() == pytest.approx(0.0625)
     cautious = RateLimitSettings(safety_factor=0.97)
     assert cautious.limit_for(Endpoint.submit) == 97
     assert cautious.limit_for(Endpoint.login) == 11  # 12 * 0.97 rounded down
@@ -231,6 +231,27 @@ def test_a_slot_counts_from_its_answer_not_its_grant(backend_fixture, request, t
         assert clock.now >= answered + window + 1.0  # counted from the answer, with the guard
         assert clock.now < answered + window + 1.0 + 0.01  # and not a moment longer
         assert clock.now > granted + window + 3.0
+
+
+@pytest.mark.parametrize("backend_fixture", ALL_BACKENDS)
+def test_a_slot_counts_from_when_its_request_left_when_that_is_known(backend_fixture, request, tmp_path, unique_prefix):
+    """LHDN counts a call at its arrival: a call whose request left 2.5 s before its answer is
+    counted from then (plus the guard), and the next slot comes that much earlier."""
+    window, guard_per_minute = 10.0, 6.0  # a 1 s guard at this window, to see it apart
+    clock = _Clock()
+    settings = workers.settings(
+        _backend_url(backend_fixture, request, tmp_path), unique_prefix.replace("-", "_"), 1, window
+    )
+    settings = settings.model_copy(update={"arrival_margin_seconds": guard_per_minute})
+    with RatePolicy(settings, clock=clock, sleep=clock.sleep) as policy:
+        slot = policy.take(workers.CLIENT_ID, Endpoint.submit)
+        clock.sleep(0.5)  # written to the socket
+        sent = clock.now
+        clock.sleep(2.5)  # LHDN's processing, then the answer
+        policy.release(slot, sent_seconds_ago=2.5)
+        policy.take(workers.CLIENT_ID, Endpoint.submit)
+        assert clock.now >= sent + window + 1.0  # from the send, with the guard
+        assert clock.now < sent + window + 1.0 + 0.01  # not from the answer (2.5 s later)
 
 
 @pytest.mark.parametrize("backend_fixture", ALL_BACKENDS[1:])
