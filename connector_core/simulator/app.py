@@ -1,9 +1,10 @@
 """The Starlette application: routes, and what happens around every API call.
 
 Every MyInvois call passes the same gate, in the order a client meets them on the real
-service: injected latency, token check (401), rate limit (429), injected faults (spurious
-429, 5xx), the endpoint itself, and possibly a lost response. Statistics are recorded for
-each call. The ``/_simulator/*`` routes are the simulator's own controls and pass no gate.
+service. At its arrival: token check (401), injected spurious 429, rate limit (429) counted at
+that moment, each refusal answered at once; then, for an admitted call, the injected latency
+(the server's processing), injected 5xx, the endpoint itself, and possibly a lost response.
+Statistics are recorded for each call. The ``/_simulator/*`` routes are the simulator's own controls and pass no gate.
 """
 
 from __future__ import annotations
@@ -90,7 +91,7 @@ class Gate:
         sim.limiter.record_arrival(client or ANONYMOUS, endpoint, now)
         plan = sim.faults.plan(endpoint, authenticated=authenticated and problem is None)
 
-        response = await self._respond(request, endpoint, handler, token, problem, client, plan)
+        response = await self._respond(request, endpoint, handler, token, problem, client, plan, now)
         response.headers["correlationId"] = _correlation_id()
         if plan.lost_response and response.status_code < 400:
             sim.stats.count_fault("lost_response")
@@ -99,12 +100,10 @@ class Gate:
         sim.stats.count_request(endpoint, response.status_code)
         return response
 
-    async def _respond(self, request, endpoint, handler, token, problem, client, plan) -> Response:
+    async def _respond(self, request, endpoint, handler, token, problem, client, plan, arrived: float) -> Response:
         sim = self.simulator
-        if plan.latency_seconds > 0:
-            sim.stats.count_fault("latency")
-            await asyncio.sleep(plan.latency_seconds)
-        now = time.time()
+        # The gateway decides at the request's arrival, and answers a refusal at once: a refused
+        # call never waits for the processing (the injected latency) of an admitted one.
         if problem is not None:
             return _unauthorized(problem)
         if plan.revoke_token and token is not None:
@@ -114,10 +113,15 @@ class Gate:
             return _unauthorized("The token has been revoked")
         if plan.spurious_429:
             sim.stats.count_fault("spurious_429")
-            return self._too_many(sim.limiter.remaining(client, endpoint, now).limit, 1, now + 1)
-        decision = sim.limiter.check(client, endpoint, now)
+            return self._too_many(sim.limiter.remaining(client, endpoint, arrived).limit, 1, arrived + 1)
+        # Counted when it arrives, as MyInvois does, not when it is answered.
+        decision = sim.limiter.check(client, endpoint, arrived)
         if not decision.allowed:
             return self._too_many(decision.limit, decision.retry_after, decision.resets_at)
+        if plan.latency_seconds > 0:
+            sim.stats.count_fault("latency")
+            await asyncio.sleep(plan.latency_seconds)
+        now = time.time()
         if plan.server_error is not None:
             sim.stats.count_fault(f"error_{plan.server_error}")
             code = "InternalServerError" if plan.server_error == 500 else "ServiceUnavailable"

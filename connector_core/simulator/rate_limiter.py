@@ -8,6 +8,7 @@ really put on an endpoint within any window.
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections import deque
 from dataclasses import dataclass
@@ -35,6 +36,15 @@ class SlidingWindowLimiter:
         self._arrivals.clear()
         self.peaks.clear()
 
+    @staticmethod
+    def _insert(times: deque[float], now: float) -> None:
+        """Keep the window sorted: calls are stamped at arrival, but a clock step back or a
+        caller that took its time before asking can hand in a stamp earlier than the last."""
+        if times and now < times[-1]:
+            times.insert(bisect.bisect_right(times, now), now)
+        else:
+            times.append(now)
+
     def _trim(self, times: deque[float], now: float) -> None:
         cutoff = now - self.window
         while times and times[0] <= cutoff:
@@ -43,7 +53,7 @@ class SlidingWindowLimiter:
     def record_arrival(self, client: str, endpoint: str, now: float) -> None:
         times = self._arrivals.setdefault((client, endpoint), deque())
         self._trim(times, now)
-        times.append(now)
+        self._insert(times, now)
         per_client = self.peaks.setdefault(client, {})
         if len(times) > per_client.get(endpoint, 0):
             per_client[endpoint] = len(times)
@@ -59,7 +69,7 @@ class SlidingWindowLimiter:
             frees_at = times[0] + self.window
             wait = max(1, math.ceil(frees_at - now))
             return Decision(False, limit, 0, wait, frees_at)
-        times.append(now)
+        self._insert(times, now)
         return Decision(True, limit, limit - len(times))
 
     def remaining(self, client: str, endpoint: str, now: float) -> Decision:

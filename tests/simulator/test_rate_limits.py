@@ -91,6 +91,53 @@ def test_refused_requests_do_not_use_up_slots():
     assert client.get(url, headers=headers).status_code == 200
 
 
+TIN_URL = "/api/v1.0/taxpayer/validate/C25845632020?idType=BRN&idValue=202001234567"
+
+
+def test_a_call_is_counted_when_it_arrives_not_when_it_is_answered():
+    """MyInvois counts a call at its arrival; the processing after it does not move it in the window."""
+    window, processing = 3.0, 2.0
+    client = make_client(rate_limits={"profile": "production", "window_seconds": window, "overrides": {"validate_tin": 1}})
+    headers = login(client)
+    client.post("/_simulator/faults", json={"latency_by_endpoint": {"validate_tin": {"fixed_ms": processing * 1000}}})
+    sent = time.time()
+    assert client.get(TIN_URL, headers=headers).status_code == 200
+    answered = time.time()
+    assert answered - sent >= processing
+    client.post("/_simulator/faults", json={})
+    # A window after the first call's arrival, but not after its answer: counted at its answer,
+    # it would still fill the window.
+    _sleep_past(sent + window)
+    assert time.time() < answered + window
+    assert client.get(TIN_URL, headers=headers).status_code == 200
+    assert client.get(TIN_URL, headers=headers).status_code == 429  # the limit still holds
+
+
+def test_a_refused_call_is_answered_at_once_without_the_processing():
+    window = 3.0
+    client = make_client(rate_limits={"profile": "production", "window_seconds": window, "overrides": {"validate_tin": 1}})
+    headers = login(client)
+    client.post("/_simulator/faults", json={"latency_by_endpoint": {"validate_tin": {"fixed_ms": 200}}})
+    assert client.get(TIN_URL, headers=headers).status_code == 200
+    assert client.get(TIN_URL, headers=headers).status_code == 429
+    assert client.get(TIN_URL, headers={"Authorization": "Bearer not-a-token"}).status_code == 401
+    # Only the admitted call was processed (waited the injected latency).
+    assert client.get("/_simulator/stats").json()["faults_injected"]["latency"] == 1
+
+
+def test_the_window_stays_sorted_when_a_stamp_comes_in_late():
+    from connector_core.simulator.rate_limiter import SlidingWindowLimiter
+
+    limiter = SlidingWindowLimiter({"submit": 2}, window_seconds=10.0)
+    assert limiter.check("c", "submit", 100.0).allowed
+    assert limiter.check("c", "submit", 99.0).allowed  # arrived earlier, asked later
+    assert not limiter.check("c", "submit", 105.0).allowed
+    # The earlier one (99) leaves first: at 109.5 one slot is free, and the refusal's wait says so.
+    assert limiter.check("c", "submit", 109.5).allowed
+    refused = limiter.check("c", "submit", 109.6)
+    assert not refused.allowed and refused.resets_at == 110.0
+
+
 def test_stats_report_the_peak_of_all_arrivals_per_client_and_endpoint():
     client = make_client(rate_limits={"profile": "production", "overrides": {"get_submission": 5}})
     one, two = login(client), login(client, TAXPAYER_2)
