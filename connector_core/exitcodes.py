@@ -22,7 +22,7 @@ class ExitCode(IntEnum):
     #: migration that could not run. Nothing was sent.
     CONFIG = 2
     #: Every invoice is final, but some need the ERP's attention: invalid at MyInvois or
-    #: locally, a number conflict, changed after validation.
+    #: locally, a number conflict, changed after validation, or in an escalated submission.
     NEEDS_ATTENTION = 3
     #: An ERP source could not be read or written back (unreachable, refused, broken query).
     SOURCE_UNAVAILABLE = 4

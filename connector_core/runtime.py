@@ -73,7 +73,7 @@ class RunSummary:
     #: One line per source whose fetch or write-back failed during the run.
     source_problems: list[str] = field(default_factory=list)
     #: Invoices whose latest version is final but needs the ERP's attention (invalid, rejected,
-    #: locally invalid, number conflict, changed after validation).
+    #: locally invalid, number conflict, changed after validation), or in an escalated submission.
     needs_attention: int = 0
 
     @property

@@ -222,15 +222,22 @@ class Status(LedgerPart):
 
     def needs_attention_count(self) -> int:
         """Invoices whose latest version is final in a state a clerk must act on: refused by
-        MyInvois or locally (a number conflict included), or changed after validation. An
-        invoice corrected since, and sent again, no longer counts."""
+        MyInvois or locally (a number conflict included), or changed after validation; and
+        invoices of escalated submissions, which no stage will move again until an operator has
+        looked them up on the portal. An invoice corrected since, and sent again, no longer counts."""
         stmt = (
             select(func.count())
             .select_from(documents)
             .where(documents.c.state.in_(_NEEDS_ATTENTION), _is_latest_version())
         )
+        # Few rows: escalated submissions are rare, and documents are found by submission_id.
+        escalated = (
+            select(func.count())
+            .select_from(documents.join(submissions, documents.c.submission_id == submissions.c.id))
+            .where(submissions.c.state == states.S.ESCALATED.value, documents.c.state == states.D.SUBMITTING.value)
+        )
         with self.engine.connect() as conn:
-            return int(conn.execute(stmt).scalar() or 0)
+            return int(conn.execute(stmt).scalar() or 0) + int(conn.execute(escalated).scalar() or 0)
 
     def latest_errors(self, limit: int = 10) -> list[dict[str, Any]]:
         """Errors to correct in the ERP, newest first: invoices whose latest version ended

@@ -549,6 +549,8 @@ def test_h_an_in_doubt_submission_that_never_resolves_is_escalated_and_no_longer
         assert c.ledger.journal.counter_values()["submissions_escalated"] == 1
         assert any(i["kind"] == "submission_escalated" for i in c.ledger.journal.recent_incidents())
         assert c.ledger.status.unfinished_count() == 0  # run --once does not wait for an operator
+        # ...but it does not end as if all were well: its invoice needs an operator (exit code 3).
+        assert c.ledger.status.needs_attention_count() == 1
         assert len(documents_at_myinvois(simulator, "INV-k1")) <= 1 or all(
             "DS302" in {p.code for p in d.problems} for d in documents_at_myinvois(simulator, "INV-k1")[1:]
         )
