@@ -154,6 +154,7 @@ def run(env: _Env, once: bool, as_json: bool) -> None:
     monitoring = Monitoring(settings)
     try:
         connector = env.connector(settings, monitoring=monitoring)
+        _tune_gc()
         try:
             if once:
                 _run_once(connector, as_json)
@@ -165,6 +166,28 @@ def run(env: _Env, once: bool, as_json: bool) -> None:
             connector.close()
     finally:
         monitoring.close()
+
+
+#: Allocations between young-generation collections (CPython's default: 700). A cycle allocates
+#: hundreds of thousands of short-lived objects per page (rows, models, statement parameters)
+#: that reference counting frees; with the default, the collector ran every few hundred of them
+#: and spent about 6% of the run's CPU finding almost no cycles. The older generations keep
+#: their default ratios (10, 10).
+GC_YOUNG_THRESHOLD = 10_000
+
+
+def _tune_gc() -> None:
+    """Collect less often, and never again look at what start-up made.
+
+    Called once the connector is set up: ``gc.freeze`` moves every object alive then (modules,
+    settings, the ledger's compiled statements) out of the collector's reach, so a full
+    collection walks only what the run itself keeps. Nothing of it is freed later anyway."""
+    import gc
+
+    gc.collect()
+    gc.freeze()
+    _young, middle, old = gc.get_threshold()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, middle, old)
 
 
 def _run_once(connector, as_json: bool) -> None:
