@@ -12,6 +12,7 @@ that invoice at once, naming each field, instead of failing on the first one.
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
 from enum import Enum
@@ -98,21 +99,53 @@ class InvoiceLine(_Model):
     tariff_code: str | None = None
     origin_country: str | None = None
 
+    def totals(self) -> LineTotals:
+        """Every amount of the line, computed once (the properties below each compute them all)."""
+        subtotal = (self.quantity * self.unit_price).quantize(TWO_PLACES)
+        return LineTotals(
+            subtotal=subtotal,
+            total_excluding_tax=(subtotal - self.discount_amount + self.charge_amount).quantize(TWO_PLACES),
+            tax_amount=sum((t.tax_amount for t in self.taxes), Decimal("0")).quantize(TWO_PLACES),
+        )
+
     @computed_field  # type: ignore[prop-decorator]
     @property
     def subtotal(self) -> Decimal:
         """Quantity times unit price, before discounts and charges."""
-        return (self.quantity * self.unit_price).quantize(TWO_PLACES)
+        return self.totals().subtotal
 
     @computed_field  # type: ignore[prop-decorator]
     @property
     def total_excluding_tax(self) -> Decimal:
-        return (self.subtotal - self.discount_amount + self.charge_amount).quantize(TWO_PLACES)
+        return self.totals().total_excluding_tax
 
     @computed_field  # type: ignore[prop-decorator]
     @property
     def tax_amount(self) -> Decimal:
-        return sum((t.tax_amount for t in self.taxes), Decimal("0")).quantize(TWO_PLACES)
+        return self.totals().tax_amount
+
+
+@dataclass(frozen=True, slots=True)
+class LineTotals:
+    """A line's computed amounts (:meth:`InvoiceLine.totals`)."""
+
+    subtotal: Decimal
+    total_excluding_tax: Decimal
+    tax_amount: Decimal
+
+
+@dataclass(frozen=True, slots=True)
+class InvoiceTotals:
+    """An invoice's computed amounts, its lines' included (:meth:`Invoice.totals`): the builder
+    writes each several times, and the properties recomputed every line for each one."""
+
+    lines: list[LineTotals]
+    #: The lines' totals excluding tax, before the invoice's own discount and charge.
+    lines_total: Decimal
+    total_excluding_tax: Decimal
+    tax_total: Decimal
+    total_including_tax: Decimal
+    payable_amount: Decimal
 
 
 class OriginalReference(_Model):
@@ -159,26 +192,41 @@ class Invoice(_Model):
         """The party that submits the document: the buyer for self-billed types."""
         return self.buyer if self.document_type.is_self_billed else self.supplier
 
+    def totals(self) -> InvoiceTotals:
+        """Every computed amount of the invoice and its lines, each line computed once."""
+        lines = [line.totals() for line in self.lines]
+        lines_total = sum((ln.total_excluding_tax for ln in lines), Decimal("0"))
+        total_excluding_tax = (lines_total - self.invoice_discount + self.invoice_charge).quantize(TWO_PLACES)
+        tax_total = sum((ln.tax_amount for ln in lines), Decimal("0")).quantize(TWO_PLACES)
+        total_including_tax = (total_excluding_tax + tax_total).quantize(TWO_PLACES)
+        return InvoiceTotals(
+            lines=lines,
+            lines_total=lines_total,
+            total_excluding_tax=total_excluding_tax,
+            tax_total=tax_total,
+            total_including_tax=total_including_tax,
+            payable_amount=(total_including_tax + self.rounding_amount).quantize(TWO_PLACES),
+        )
+
     @computed_field  # type: ignore[prop-decorator]
     @property
     def total_excluding_tax(self) -> Decimal:
-        lines = sum((ln.total_excluding_tax for ln in self.lines), Decimal("0"))
-        return (lines - self.invoice_discount + self.invoice_charge).quantize(TWO_PLACES)
+        return self.totals().total_excluding_tax
 
     @computed_field  # type: ignore[prop-decorator]
     @property
     def tax_total(self) -> Decimal:
-        return sum((ln.tax_amount for ln in self.lines), Decimal("0")).quantize(TWO_PLACES)
+        return self.totals().tax_total
 
     @computed_field  # type: ignore[prop-decorator]
     @property
     def total_including_tax(self) -> Decimal:
-        return (self.total_excluding_tax + self.tax_total).quantize(TWO_PLACES)
+        return self.totals().total_including_tax
 
     @computed_field  # type: ignore[prop-decorator]
     @property
     def payable_amount(self) -> Decimal:
-        return (self.total_including_tax + self.rounding_amount).quantize(TWO_PLACES)
+        return self.totals().payable_amount
 
     def fingerprint(self) -> str:
         """SHA-256 of the invoice's content: equal for the same invoice fetched twice,

@@ -24,7 +24,7 @@ from decimal import Decimal
 import orjson
 
 from connector_core.codes import describe
-from connector_core.model import Address, Invoice, InvoiceLine, Party, TaxLine
+from connector_core.model import Address, Invoice, InvoiceLine, InvoiceTotals, LineTotals, Party, TaxLine
 
 NAMESPACE_INVOICE = "urn:oasis:names:specification:ubl:schema:xsd:Invoice-2"
 NAMESPACE_AGGREGATE = "urn:oasis:names:specification:ubl:schema:xsd:CommonAggregateComponents-2"
@@ -154,7 +154,7 @@ def _line_tax_subtotal(tax: TaxLine, currency: str) -> dict:
     )
 
 
-def _header_tax_total(invoice: Invoice) -> Element:
+def _header_tax_total(invoice: Invoice, totals: InvoiceTotals) -> Element:
     """One ``TaxSubtotal`` per tax type, summed over every line (first-seen order).
 
     Exemption reasons stay on the lines, where LHDN's samples and field list put them."""
@@ -174,7 +174,7 @@ def _header_tax_total(invoice: Invoice) -> Element:
         }
         for kind in taxable
     ]
-    return [{"TaxAmount": _amount(invoice.tax_total, currency), "TaxSubtotal": subtotals}]
+    return [{"TaxAmount": _amount(totals.tax_total, currency), "TaxSubtotal": subtotals}]
 
 
 def _allowance_charges(discount: Decimal, charge: Decimal, currency: str) -> Element | None:
@@ -192,7 +192,7 @@ def _allowance_charges(discount: Decimal, charge: Decimal, currency: str) -> Ele
     return entries or None
 
 
-def _invoice_line(line: InvoiceLine, currency: str) -> dict:
+def _invoice_line(line: InvoiceLine, totals: LineTotals, currency: str) -> dict:
     classifications = []
     if line.tariff_code:
         classifications.append({"ItemClassificationCode": _leaf(line.tariff_code, listID="PTC")})
@@ -209,17 +209,17 @@ def _invoice_line(line: InvoiceLine, currency: str) -> dict:
         {
             "ID": _leaf(line.line_id),
             "InvoicedQuantity": quantity,
-            "LineExtensionAmount": _amount(line.total_excluding_tax, currency),
+            "LineExtensionAmount": _amount(totals.total_excluding_tax, currency),
             "AllowanceCharge": _allowance_charges(line.discount_amount, line.charge_amount, currency),
             "TaxTotal": [
                 {
-                    "TaxAmount": _amount(line.tax_amount, currency),
+                    "TaxAmount": _amount(totals.tax_amount, currency),
                     "TaxSubtotal": [_line_tax_subtotal(tax, currency) for tax in line.taxes],
                 }
             ],
             "Item": [item],
             "Price": [{"PriceAmount": _amount(line.unit_price, currency)}],
-            "ItemPriceExtension": [{"Amount": _amount(line.subtotal, currency)}],
+            "ItemPriceExtension": [{"Amount": _amount(totals.subtotal, currency)}],
         }
     )
 
@@ -263,18 +263,17 @@ def _exchange_rate(invoice: Invoice) -> Element | None:
     ]
 
 
-def _monetary_total(invoice: Invoice) -> Element:
+def _monetary_total(invoice: Invoice, totals: InvoiceTotals) -> Element:
     currency = invoice.currency
-    lines_total = sum((line.total_excluding_tax for line in invoice.lines), Decimal("0"))
     return [
         {
-            "LineExtensionAmount": _amount(lines_total, currency),
-            "TaxExclusiveAmount": _amount(invoice.total_excluding_tax, currency),
-            "TaxInclusiveAmount": _amount(invoice.total_including_tax, currency),
+            "LineExtensionAmount": _amount(totals.lines_total, currency),
+            "TaxExclusiveAmount": _amount(totals.total_excluding_tax, currency),
+            "TaxInclusiveAmount": _amount(totals.total_including_tax, currency),
             "AllowanceTotalAmount": _amount(invoice.invoice_discount, currency),
             "ChargeTotalAmount": _amount(invoice.invoice_charge, currency),
             "PayableRoundingAmount": _amount(invoice.rounding_amount, currency),
-            "PayableAmount": _amount(invoice.payable_amount, currency),
+            "PayableAmount": _amount(totals.payable_amount, currency),
         }
     ]
 
@@ -292,6 +291,7 @@ def build_document(invoice: Invoice, issued_at: datetime) -> dict:
     written in UTC). Amounts are left as ``Decimal``; use :func:`serialize` to get the bytes."""
     issued = _utc(issued_at)
     currency = invoice.currency
+    totals = invoice.totals()
     body = _drop_empty(
         {
             "ID": _leaf(invoice.number),
@@ -308,9 +308,12 @@ def build_document(invoice: Invoice, issued_at: datetime) -> dict:
             "PaymentTerms": [{"Note": _leaf(invoice.payment_terms)}] if invoice.payment_terms else None,
             "AllowanceCharge": _allowance_charges(invoice.invoice_discount, invoice.invoice_charge, currency),
             "TaxExchangeRate": _exchange_rate(invoice),
-            "TaxTotal": _header_tax_total(invoice),
-            "LegalMonetaryTotal": _monetary_total(invoice),
-            "InvoiceLine": [_invoice_line(line, currency) for line in invoice.lines],
+            "TaxTotal": _header_tax_total(invoice, totals),
+            "LegalMonetaryTotal": _monetary_total(invoice, totals),
+            "InvoiceLine": [
+                _invoice_line(line, line_totals, currency)
+                for line, line_totals in zip(invoice.lines, totals.lines, strict=True)
+            ],
         }
     )
     return {
