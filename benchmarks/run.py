@@ -23,8 +23,9 @@ simulator's CPU is never counted as the connector's), all on loopback, each boun
    (the full run takes the throughput run as the one-id figure; ``--only multi`` measures both);
 7. scaling — memory runs at 100,000, 300,000 and 1,000,000 invoices (compressed: a tenth of the
    latencies and a short window), each with its peak RSS, CPU per document, ledger bytes per
-   final document and duration. Only with ``--only scaling`` (the 1,000,000 run alone takes
-   about 20 minutes); ``--scaling-invoices`` picks the sizes.
+   final document (and per table) and duration. Only with ``--only scaling``: the runs are CPU
+   bound, and at 1.3 ms per document the 1,000,000 run alone took 35 minutes with the 2-core
+   machine at load 4-5 (about 50 minutes for the three); ``--scaling-invoices`` picks the sizes.
 
 Every connector run's JSON carries the machine's load averages (as ``uptime`` prints them) at
 its start and end: the machine is shared, and a figure means little without them.
@@ -707,7 +708,7 @@ def scaling_runs(plan_dir: Path, plan: Plan, latency: Latency, step: Callable[[s
         step(f"scaling: {invoices:,} invoices, window {plan.scaling_window_s:g} s, latency x{factor:g}")
         run = connector_run(f"scaling-{invoices}", plan_dir, invoices, plan.scaling_window_s, fast)
         keep = ("invoices", "window_s", "exit_code", "erp_states", "wall_s", "peak_rss_mb", "cpu_s", "cpu_ms_per_document",
-                "ledger_bytes", "final_documents", "ledger_bytes_per_final_document", "ratio", "submit_phase_ratio",
+                "ledger_bytes", "final_documents", "ledger_bytes_per_final_document", "ledger_bytes_by_table", "ratio", "submit_phase_ratio",
                 "rate_limited_429", "load_average_at_start", "load_average_at_end")
         runs.append({**{k: run.get(k) for k in keep}, "latency_factor": factor})
     return runs

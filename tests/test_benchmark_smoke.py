@@ -137,6 +137,7 @@ def test_the_scaling_runs_report_memory_cpu_ledger_and_duration(scaling):
         assert run["exit_code"] == 0 and run["erp_states"] == {"valid": run["invoices"]}
         assert run["peak_rss_mb"] > 0 and run["cpu_ms_per_document"] > 0 and run["wall_s"] > 0
         assert run["final_documents"] == run["invoices"] and run["ledger_bytes_per_final_document"] > 0
+        assert "documents" in run["ledger_bytes_by_table"]
         assert run["rate_limited_429"] == 0
         assert _plausible_load(run["load_average_at_start"]) and _plausible_load(run["load_average_at_end"])
 
