@@ -10,6 +10,7 @@ import json
 import logging
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -236,11 +237,12 @@ class _Progress:
         self.started = time.monotonic()
         self.shown = False
 
-    def __call__(self, counts: dict[str, int]) -> None:
+    def __call__(self, read_counts: Callable[[], dict[str, int]]) -> None:
         now = time.monotonic()
         if not self.enabled or now - self.last < (0.5 if self.tty else 10.0) or now - self.started < 2.0:
             return
         self.last = now
+        counts = read_counts()
         total = sum(counts.values())
         done = sum(counts.get(s, 0) for s in ("valid", "invalid", "rejected", "cancelled", "locally_invalid"))
         parts = ", ".join(f"{n} {s.replace('_', ' ')}" for s, n in sorted(counts.items()))

@@ -356,7 +356,7 @@ class Connector:
             submit_profile(self.ctx, p) for p in self._active_profiles() if p not in skip and not self.ctx.stop.is_set()
         ]
 
-    def run_once(self, progress: Callable[[dict[str, int]], None] | None = None) -> RunSummary:
+    def run_once(self, progress: Callable[[Callable[[], dict[str, int]]], None] | None = None) -> RunSummary:
         """Fetch once, then submit, poll and report until every document is final and written
         back, the connector is asked to stop, or ``cycles.once_timeout_seconds`` passes.
 
@@ -377,17 +377,17 @@ class Connector:
         while not self.ctx.stop.is_set():
             unreachable.update(self._unreachable_too_long(exclude=set(unreachable)))
             waiting_on = refused | set(unreachable)
-            remaining = self.ledger.status.unfinished_count(exclude_profiles=waiting_on)
             if progress is not None:
-                progress(self.ledger.status.version_counts_by_state())  # cheap: every loop
-            if remaining == 0 or time.monotonic() > deadline:
+                # The counts are read only when a line is due (they cover the whole backlog).
+                progress(self.ledger.status.version_counts_by_state)
+            if not self.ledger.status.has_unfinished(exclude_profiles=waiting_on) or time.monotonic() > deadline:
                 break
             sent = self.submit_cycle(skip=waiting_on)
             submissions += sum(r.submissions for r in sent)
             refused |= _refused_profiles(sent)
             cycle = self.poll_cycle()
             reported += cycle.reported
-            if self.ledger.status.unfinished_count(exclude_profiles=refused | set(unreachable)):
+            if self.ledger.status.has_unfinished(exclude_profiles=refused | set(unreachable)):
                 self._sleep_until_next_poll(deadline)
         problems = []
         if refused:

@@ -139,7 +139,28 @@ class Status(LedgerPart):
     def unfinished_count(self, *, exclude_profiles: Iterable[str] = ()) -> int:
         """Documents not final yet, plus final ones not yet written back; leaving out what only
         an operator can move on: documents of escalated submissions, and outcomes the ERP
-        keeps refusing."""
+        keeps refusing. Counts the whole backlog: for a summary, not for every loop (see
+        :meth:`has_unfinished`)."""
+        open_cond, unreported_cond = self._unfinished_conditions(exclude_profiles)
+        with self.engine.connect() as conn:
+            open_docs = conn.execute(select(func.count()).select_from(documents).where(open_cond)).scalar()
+            unreported = conn.execute(select(func.count()).select_from(documents).where(unreported_cond)).scalar()
+        return int(open_docs or 0) + int(unreported or 0)
+
+    def has_unfinished(self, *, exclude_profiles: Iterable[str] = ()) -> bool:
+        """Whether :meth:`unfinished_count` would be above 0, found by the first such row:
+        ``run --once`` asks on every loop, and counting a backlog of a million there cost more
+        CPU than the documents themselves. Open documents are looked for first (while any is
+        left, the unreported ones need not be); once none is, the rows without a write-back are
+        only the few final ones not yet reported."""
+        open_cond, unreported_cond = self._unfinished_conditions(exclude_profiles)
+        with self.engine.connect() as conn:
+            for cond in (open_cond, unreported_cond):
+                if conn.execute(select(documents.c.id).where(cond).limit(1)).first() is not None:
+                    return True
+        return False
+
+    def _unfinished_conditions(self, exclude_profiles: Iterable[str]) -> tuple[Any, Any]:
         excluded = list(exclude_profiles)
         escalated = select(submissions.c.id).where(submissions.c.state == SubmissionState.ESCALATED.value)
         open_cond = and_(
@@ -154,10 +175,7 @@ class Status(LedgerPart):
         if excluded:
             open_cond = and_(open_cond, documents.c.profile.notin_(excluded))
             unreported_cond = and_(unreported_cond, documents.c.profile.notin_(excluded))
-        with self.engine.connect() as conn:
-            open_docs = conn.execute(select(func.count()).select_from(documents).where(open_cond)).scalar()
-            unreported = conn.execute(select(func.count()).select_from(documents).where(unreported_cond)).scalar()
-        return int(open_docs or 0) + int(unreported or 0)
+        return open_cond, unreported_cond
 
     def oldest_pending_fetched_at(self) -> datetime | None:
         """When the oldest document not final yet was fetched. Run after every cycle: one index

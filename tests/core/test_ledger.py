@@ -220,3 +220,29 @@ def test_large_document_text_survives_the_round_trip(ledger):
     ledger.sends.submission_not_sent(sub_id, "connection refused")
     (doc,) = ledger.sends.pending_documents("p", 1)
     assert doc.document == big
+
+
+def test_has_unfinished_agrees_with_the_count_at_every_step_of_a_life(ledger):
+    """run --once's loop asks has_unfinished (the first such row) where the summary counts."""
+
+    def agree() -> bool:
+        found = ledger.status.has_unfinished()
+        assert found == (ledger.status.unfinished_count() > 0)
+        assert ledger.status.has_unfinished(exclude_profiles=["p"]) is False  # only profile p has documents
+        return found
+
+    assert agree() is False
+    ledger.intake.record_fetched(source="s", profile="p", items=[item("A"), item("B")])
+    assert agree() is True  # pending
+    sub_id = send(ledger, ["A", "B"])
+    assert agree() is True  # submitting
+    due_at = datetime.now(UTC) - timedelta(seconds=1)
+    ledger.sends.submission_accepted(sub_id, submission_uid="S1", accepted=[("A", "U1"), ("B", "U2")], rejected=[], next_poll_at=due_at)
+    updates = [DocumentStatusUpdate("U1", DocumentState.VALID, long_id="L1"), DocumentStatusUpdate("U2", DocumentState.INVALID, errors=["x"])]
+    ledger.polls.record_poll(sub_id, overall_status="partially valid", updates=updates, next_poll_at=None)
+    assert agree() is True  # final, not yet written back
+    outcomes = ledger.writeback.unreported_outcomes("s", 10)
+    ledger.writeback.mark_reported([outcomes[0][0]])
+    assert agree() is True  # one still to write back
+    ledger.writeback.mark_reported([outcomes[1][0]])
+    assert agree() is False

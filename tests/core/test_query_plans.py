@@ -85,8 +85,8 @@ def one_cycle_of_everything(led: Ledger) -> None:
     led.status.submission_counts(open_only=True)
     led.status.oldest_pending_fetched_at()
     led.status.stuck_submissions(now)
-    led.status.unfinished_count()
-    led.status.unfinished_count(exclude_profiles=["other"])
+    led.status.has_unfinished()
+    led.status.has_unfinished(exclude_profiles=["other"])
     led.bodies.prune(keep_days=30)
     led.bodies.prune(keep_days=30, now=now + timedelta(days=31))
 
