@@ -861,16 +861,20 @@ class RatePolicy:
 
     def _wait_if_backend_forgot(self) -> None:
         """After the shared backend restarted empty, nobody knows what the other processes sent
-        in the window before: grant nothing for one whole window. (Our own slots are still
-        counted by the local floor; the other processes' are not.)"""
+        in the window before: grant nothing for two whole windows and the guard. (Our own slots
+        are still counted by the local floor; the other processes' are not.) One window is not
+        enough: a call another process was granted just before the restart may still leave up to
+        a window later (what an in-flight slot's stamp allows for, see ``take``), and arrive up
+        to the guard after that; under load, two daemons sharing a Redis that forgot put 25
+        calls into a window of 20 with a pause of one window."""
         if self._backend.forgot(self.settings.key_prefix):
             with self._lock:
-                self._quiet_until = max(self._quiet_until, self._clock() + self._window)
+                self._quiet_until = max(self._quiet_until, self._clock() + 2 * self._window + self._guard)
             log.warning(
                 "the rate-limit backend %s restarted without its windows; no call for %.0f s so that no window "
                 "of LHDN's is exceeded (keep Redis's append-only file on to avoid this pause)",
                 self.backend_url,
-                self._window,
+                2 * self._window + self._guard,
             )
         with self._lock:
             remaining = self._quiet_until - self._clock()
