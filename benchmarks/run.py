@@ -71,6 +71,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 
+from ledger_size import sqlite_after_retention  # noqa: E402
 from stages import top_functions  # noqa: E402
 from staging import BUYER, SUPPLIER, create_staging_db, status_counts  # noqa: E402
 
@@ -422,11 +423,15 @@ def ledger_size(workdir: Path) -> dict[str, Any]:
         by_table = dict(conn.execute("SELECT name, sum(pgsize) FROM dbstat GROUP BY name ORDER BY 2 DESC").fetchall())
     finally:
         conn.close()
+    # Right after a run every body is still kept (ledger.keep_bodies_days has not passed): what
+    # the ledger holds for good is measured on a copy with the retention applied.
+    kept = sqlite_after_retention(state / "ledger.sqlite")
     return {
         "ledger_bytes": size,
         "final_documents": final,
         "ledger_bytes_per_final_document": round(size / final) if final else None,
         "ledger_bytes_by_table": by_table,
+        "ledger_bytes_per_final_document_after_retention": kept.get("bytes_per_final_document"),
     }
 
 
@@ -708,7 +713,8 @@ def scaling_runs(plan_dir: Path, plan: Plan, latency: Latency, step: Callable[[s
         step(f"scaling: {invoices:,} invoices, window {plan.scaling_window_s:g} s, latency x{factor:g}")
         run = connector_run(f"scaling-{invoices}", plan_dir, invoices, plan.scaling_window_s, fast)
         keep = ("invoices", "window_s", "exit_code", "erp_states", "wall_s", "peak_rss_mb", "cpu_s", "cpu_ms_per_document",
-                "ledger_bytes", "final_documents", "ledger_bytes_per_final_document", "ledger_bytes_by_table", "ratio", "submit_phase_ratio",
+                "ledger_bytes", "final_documents", "ledger_bytes_per_final_document", "ledger_bytes_by_table",
+                "ledger_bytes_per_final_document_after_retention", "ratio", "submit_phase_ratio",
                 "rate_limited_429", "load_average_at_start", "load_average_at_end")
         runs.append({**{k: run.get(k) for k in keep}, "latency_factor": factor})
     return runs
@@ -755,7 +761,7 @@ def targets(
 
     runs = [throughput, cpu, memory]
     rows = {
-        "throughput": row(">= 0.95 of the ceiling", throughput["ratio"], throughput["ratio"] >= 0.95),
+        "throughput": row(">= 0.98 of the ceiling", throughput["ratio"], throughput["ratio"] >= 0.98),
         "no_429": row("0 (no fault injected)", sum(r["rate_limited_429"] for r in runs), all(r["rate_limited_429"] == 0 for r in runs)),
         "one_login_per_token_lifetime": row(
             "1 per token lifetime", max(r["logins_per_token_lifetime"] for r in runs), all(r["logins_per_token_lifetime"] <= 1 for r in runs)
@@ -763,14 +769,16 @@ def targets(
         "get_submission_per_submission": row(
             "<= 3 on average", throughput["get_submission_per_submission"], (throughput["get_submission_per_submission"] or 0) <= 3
         ),
-        "cpu_per_document": row("<= 1 ms", throughput["cpu_ms_per_document"], throughput["cpu_ms_per_document"] <= 1.0),
+        "cpu_per_document": row(
+            f"<= 0.5 ms with {memory['invoices']:,} invoices", memory["cpu_ms_per_document"], memory["cpu_ms_per_document"] <= 0.5
+        ),
         "peak_rss": row(
-            f"<= 250 MB with {memory['invoices']:,} invoices", round(memory["peak_rss_mb"], 1), memory["peak_rss_mb"] <= 250
+            f"<= 200 MB with {memory['invoices']:,} invoices", round(memory["peak_rss_mb"], 1), memory["peak_rss_mb"] <= 200
         ),
         "ledger_per_final_document": row(
-            "<= 3 KB per final document",
-            memory["ledger_bytes_per_final_document"],
-            (memory["ledger_bytes_per_final_document"] or 0) <= 3 * 1024,
+            "<= 3 KB per final document once the bodies' retention passed",
+            memory["ledger_bytes_per_final_document_after_retention"],
+            (memory["ledger_bytes_per_final_document_after_retention"] or 1e9) <= 3 * 1024,
         ),
     }
     if multi is not None:
