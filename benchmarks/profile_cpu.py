@@ -41,7 +41,7 @@ _CONNECTOR_MODULES = (
     "myinvois_sql",
     "connector_core/",
 )
-_LIBRARIES = ("sqlalchemy", "pydantic", "logging", "orjson", "json/", "httpx", "httpcore", "pyrate_limiter", "sqlite3")
+_LIBRARIES = ("sqlalchemy", "pydantic", "logging", "orjson", "json/", "httpx", "httpcore", "sqlite3")
 
 
 def _nearest(frames: list[str], needles: tuple[str, ...]) -> str:

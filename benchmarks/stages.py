@@ -14,7 +14,7 @@ makes, so the stages add up without double counting:
 * submit — ``pipeline.submit.submit_profile`` / ``send_batch``: packing and the API client's
   Submit Documents call (JSON body, HTTP, rate limiter);
 * poll   — ``pipeline.poll.poll_profile`` / ``_poll_safely``: Get Submission calls and parsing;
-* report — ``pipeline.report.report_source``: the plugin's write-back and a log line per outcome.
+* report — ``pipeline.report.report_source``: the plugin's write-back and one log line per batch.
 
 Everything else (start-up and imports, settings, the rate limiter's leak thread, garbage
 collection outside any stage) is "other": the process's CPU time less the stages.

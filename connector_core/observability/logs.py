@@ -174,7 +174,6 @@ THIRD_PARTY_LOGGERS = (
     "httpcore",
     "httpx",
     "multipart",
-    "pyrate_limiter",
     "python_multipart",
     "redis",
     "sentry_sdk",
