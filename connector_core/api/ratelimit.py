@@ -227,6 +227,30 @@ def _wait_for(blocking_stamp: float, interval: float, now: float) -> float:
     return min(blocking_stamp, now) + interval - now
 
 
+def _take_in_sql(
+    conn: Any, mark: str, bucket: str, slot: str, now: float, in_flight_until: float, rates: list[Rate]
+) -> float:
+    """The slot-table take shared by SQLite and PostgreSQL, inside the caller's write transaction
+    (which serialises takers of the bucket); ``mark`` is the driver's placeholder."""
+    longest = max(interval for _, interval in rates)
+    conn.execute(f"DELETE FROM {_SQL_SLOT_TABLE} WHERE bucket = {mark} AND stamp <= {mark}", (bucket, now - longest))
+    wait = 0.0
+    for limit, interval in rates:
+        row = conn.execute(
+            f"SELECT stamp FROM {_SQL_SLOT_TABLE} WHERE bucket = {mark} AND stamp > {mark} "
+            f"ORDER BY stamp DESC LIMIT 1 OFFSET {mark}",
+            (bucket, now - interval, limit - 1),
+        ).fetchone()
+        if row is not None:
+            wait = max(wait, _wait_for(float(row[0]), interval, now))
+    if wait == 0:
+        conn.execute(
+            f"INSERT INTO {_SQL_SLOT_TABLE} (slot, bucket, stamp) VALUES ({mark}, {mark}, {mark})",
+            (slot, bucket, in_flight_until),
+        )
+    return wait
+
+
 class _Backend:
     """Where slots and cool-downs live. Times are epoch seconds (shared between hosts).
 
@@ -396,24 +420,8 @@ class _SQLiteBackend(_Backend):
             conn.execute("COMMIT")
 
     def take(self, bucket: str, slot: str, now: float, in_flight_until: float, rates: list[Rate]) -> float:
-        longest = max(interval for _, interval in rates)
         with self._write() as conn:
-            conn.execute(f"DELETE FROM {_SQL_SLOT_TABLE} WHERE bucket = ? AND stamp <= ?", (bucket, now - longest))
-            wait = 0.0
-            for limit, interval in rates:
-                row = conn.execute(
-                    f"SELECT stamp FROM {_SQL_SLOT_TABLE} WHERE bucket = ? AND stamp > ? "
-                    "ORDER BY stamp DESC LIMIT 1 OFFSET ?",
-                    (bucket, now - interval, limit - 1),
-                ).fetchone()
-                if row is not None:
-                    wait = max(wait, _wait_for(float(row[0]), interval, now))
-            if wait == 0:
-                conn.execute(
-                    f"INSERT INTO {_SQL_SLOT_TABLE} (slot, bucket, stamp) VALUES (?, ?, ?)",
-                    (slot, bucket, in_flight_until),
-                )
-            return wait
+            return _take_in_sql(conn, "?", bucket, slot, now, in_flight_until, rates)
 
     def settle(self, bucket: str, slot: str, stamp: float) -> None:
         with self._write() as conn:
@@ -607,26 +615,10 @@ class _PostgresBackend(_Backend):
 
     def take(self, bucket: str, slot: str, now: float, in_flight_until: float, rates: list[Rate]) -> float:
         self._ready()
-        longest = max(interval for _, interval in rates)
         with self._pool.connection() as conn:
             # One taker per bucket at a time, in every process and host, until the commit.
             conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (bucket,))
-            conn.execute(f"DELETE FROM {_SQL_SLOT_TABLE} WHERE bucket = %s AND stamp <= %s", (bucket, now - longest))
-            wait = 0.0
-            for limit, interval in rates:
-                row = conn.execute(
-                    f"SELECT stamp FROM {_SQL_SLOT_TABLE} WHERE bucket = %s AND stamp > %s "
-                    "ORDER BY stamp DESC OFFSET %s LIMIT 1",
-                    (bucket, now - interval, limit - 1),
-                ).fetchone()
-                if row is not None:
-                    wait = max(wait, _wait_for(float(row[0]), interval, now))
-            if wait == 0:
-                conn.execute(
-                    f"INSERT INTO {_SQL_SLOT_TABLE} (slot, bucket, stamp) VALUES (%s, %s, %s)",
-                    (slot, bucket, in_flight_until),
-                )
-            return wait
+            return _take_in_sql(conn, "%s", bucket, slot, now, in_flight_until, rates)
 
     def settle(self, bucket: str, slot: str, stamp: float) -> None:
         self._ready()
