@@ -22,7 +22,13 @@ class DocumentState(str, Enum):
     HELD = "held"  # edited while the previous version was being submitted: waits for its outcome
     SUBMITTING = "submitting"  # about to be sent / sent, answer not yet recorded
     SUBMITTED = "submitted"  # MyInvois accepted it for validation (202)
-    VALID = "valid"
+    VALID = "valid"  # final for write-back; watched while MyInvois may still cancel or reject it
+    # Still Valid at MyInvois, but the buyer asked for a rejection (reason and time kept): the
+    # ERP hears it at once; the issuer decides whether to cancel. Final, and still watched.
+    REJECTION_REQUESTED = "rejection_requested"
+    # Our cancel request is in the ledger before the call; open until MyInvois's answer (or,
+    # if the answer was lost, Get Submission) says whether it was cancelled.
+    CANCELLING = "cancelling"
     INVALID = "invalid"  # MyInvois validation failed
     REJECTED = "rejected"  # refused synchronously in the submit answer (rejectedDocuments, 400/403)
     CANCELLED = "cancelled"
@@ -39,6 +45,7 @@ class DocumentState(str, Enum):
 FINAL_STATES = frozenset(
     {
         DocumentState.VALID,
+        DocumentState.REJECTION_REQUESTED,
         DocumentState.INVALID,
         DocumentState.REJECTED,
         DocumentState.CANCELLED,
@@ -65,7 +72,14 @@ class Source:
 
 @dataclass(frozen=True)
 class DocumentOutcome:
-    """The final outcome of one invoice version, as written back to the ERP."""
+    """The final outcome of one invoice version, as written back to the ERP.
+
+    After Valid the same version may be written back again: ``rejection_requested`` (the buyer
+    asked for a rejection) or ``cancelled``, with MyInvois's ``reason`` and the time of the
+    event (``event_at``). A valid outcome carries ``cancellable_until``, the end of the window
+    in which the issuer may still cancel it; a valid or rejection_requested outcome whose
+    ``cancel_error`` is not empty says that our cancel request was refused, and why.
+    """
 
     source_key: str
     number: str
@@ -80,6 +94,10 @@ class DocumentOutcome:
     document_type: str | None = None
     final_at: datetime | None = None
     fetched_at: datetime | None = None
+    reason: str | None = None
+    event_at: datetime | None = None
+    cancellable_until: datetime | None = None
+    cancel_error: list[str] = field(default_factory=list)
 
     @property
     def is_valid(self) -> bool:

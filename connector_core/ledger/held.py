@@ -19,7 +19,6 @@ from connector_core.ledger.intake import changed_after_valid_message
 from connector_core.ledger.schema import documents
 
 D = DocumentState
-_AFTER_VALID = (D.VALID.value, D.CHANGED_AFTER_VALID.value)
 
 
 def release_held(conn) -> int:
@@ -48,7 +47,7 @@ def release_held(conn) -> int:
     moved = 0
     now = utcnow()
     for r in rows:
-        if r.previous_state in _AFTER_VALID:
+        if r.previous_state in states.AFTER_VALID:
             result = states.move(
                 conn,
                 states.doc("release_held_after_valid"),

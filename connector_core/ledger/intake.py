@@ -9,7 +9,7 @@ none                          recorded as version 1 (``pending``, or ``locally_i
 ``pending``                   nothing               new content, built bytes dropped
 ``submitting``/``submitted``  nothing               new version ``held`` until MyInvois answers
 ``held``                      nothing               the held content is replaced
-``valid``                     outcome written again new version ``changed_after_valid``
+``valid`` (or after it)       outcome written again new version ``changed_after_valid``
 other final, written back     outcome written again new version (sent again)
   …refused as a batch         checked again, sent   new version
   …``locally_invalid``        checked again         new version
@@ -37,7 +37,19 @@ from connector_core.ledger.schema import documents
 D = DocumentState
 #: States in which an invoice number belongs to its row: MyInvois has, or will have, a document
 #: with that number from it.
-_HOLDS_NUMBER = [s.value for s in (D.PENDING, D.HELD, D.SUBMITTING, D.SUBMITTED, D.VALID, D.CHANGED_AFTER_VALID)]
+_HOLDS_NUMBER = [
+    s.value
+    for s in (
+        D.PENDING,
+        D.HELD,
+        D.SUBMITTING,
+        D.SUBMITTED,
+        D.VALID,
+        D.REJECTION_REQUESTED,
+        D.CANCELLING,
+        D.CHANGED_AFTER_VALID,
+    )
+]
 #: Re-evaluations of one row when another writer keeps winning (each loss means real progress).
 _MAX_TRIES = 5
 
@@ -187,7 +199,7 @@ class Intake(LedgerPart):
             summary.changed_after_submit.append(key)
             return "done"
 
-        if state in (D.VALID.value, D.CHANGED_AFTER_VALID.value):
+        if state in states.AFTER_VALID:
             inserts.append(
                 _new_row(
                     source,

@@ -71,6 +71,20 @@ documents = Table(
     Column("report_attempts", Integer, nullable=False, default=0),
     Column("report_error", Text, nullable=True),
     Column("next_report_at", DateTime(timezone=True), nullable=True),
+    # After Valid (migration 0005). ``validated_at``: MyInvois's dateTimeValidated, else our poll
+    # time; ``watch_until``: the end of the cancellation window plus a margin, NULL when not
+    # watched. ``status_reason``/``event_at``: a rejection request's or cancellation's reason
+    # and time, as Get Submission gave them.
+    Column("validated_at", DateTime(timezone=True), nullable=True),
+    Column("watch_until", DateTime(timezone=True), nullable=True),
+    Column("status_reason", Text, nullable=True),
+    Column("event_at", DateTime(timezone=True), nullable=True),
+    # Our own cancel: its reason (at most 300 characters at MyInvois), when it was asked, the
+    # last refusal (JSON, with its advice) and how often it was tried.
+    Column("cancel_reason", String(300), nullable=True),
+    Column("cancel_requested_at", DateTime(timezone=True), nullable=True),
+    Column("cancel_error", Text, nullable=True),
+    Column("cancel_attempts", Integer, nullable=False, default=0),
     UniqueConstraint("source", "source_key", "version", name="uq_documents_source_key_version"),
     # Every query run per cycle or per document reads through one of these (a test checks the
     # plans: tests/core/test_query_plans.py); none of them scans the table, which only grows.

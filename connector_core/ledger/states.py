@@ -44,6 +44,9 @@ class SubmissionState(str, Enum):
     ESCALATED = "escalated"  # in doubt too long or too often: an operator decides; no more searches
     REFUSED = "refused"  # 400/403 on the envelope: nothing of it was accepted
     NOT_SENT = "not_sent"  # certainly never reached MyInvois (connect error, 429, local refusal)
+    # Every document final, but some still inside their cancellation window (valid, rejection
+    # requested) or being cancelled: re-polled every cycles.watch_interval_seconds.
+    WATCHING = "watching"
     DONE = "done"  # every document of it is final
 
     @property
@@ -62,6 +65,8 @@ class Stage(str, Enum):
     RECONCILE = "reconcile"
     POLL = "poll"
     RECOVERY = "recovery"
+    WATCH = "watch"
+    CANCEL = "cancel"
 
 
 @dataclass(frozen=True)
@@ -90,6 +95,7 @@ def _sub(name, sources, target, stages, *, owned=False, why=""):
 
 
 F, SU, R, P, RC = Stage.FETCH, Stage.SUBMIT, Stage.RECONCILE, Stage.POLL, Stage.RECOVERY
+W, C = Stage.WATCH, Stage.CANCEL
 
 #: The target of a move that deletes its row (``[*]``, the end state of the diagram): a
 #: submission whose request never left this host is not history worth a row. During an outage
@@ -161,6 +167,40 @@ DOCUMENT_TRANSITIONS: tuple[Transition, ...] = (
         [P],
         owned=True,
         why="DS302 names another invoice's document: renumber",
+    ),
+    # After Valid: the watch (Get Submission within the cancellation window) and our own cancel.
+    # Each move that is news for the ERP clears ``reported_at`` so the outcome is written back.
+    _doc(
+        "rejection_requested",
+        (D.VALID,),
+        D.REJECTION_REQUESTED,
+        [W],
+        owned=True,
+        why="Get Submission shows the buyer's rejection request (reason and time)",
+    ),
+    _doc(
+        "cancelled_at_myinvois",
+        (D.VALID, D.REJECTION_REQUESTED, D.CANCELLING),
+        D.CANCELLED,
+        [W],
+        owned=True,
+        why="Get Submission says Cancelled (on the portal, or our cancel whose answer was lost)",
+    ),
+    _doc(
+        "request_cancel",
+        (D.VALID, D.REJECTION_REQUESTED),
+        D.CANCELLING,
+        [C],
+        why="the ERP asked to cancel it: recorded before the call",
+    ),
+    _doc("cancel_confirmed", (D.CANCELLING,), D.CANCELLED, [C], why="MyInvois answered the cancel with success"),
+    _doc("cancel_refused", (D.CANCELLING,), D.VALID, [C], why="MyInvois refused the cancel: it stays valid"),
+    _doc(
+        "cancel_refused_rejection",
+        (D.CANCELLING,),
+        D.REJECTION_REQUESTED,
+        [C],
+        why="MyInvois refused the cancel of a document whose rejection was requested",
     ),
     _doc(
         "release_held",
@@ -244,6 +284,20 @@ SUBMISSION_TRANSITIONS: tuple[Transition, ...] = (
     ),
     _sub("nothing_left", (S.RECONCILING,), S.DONE, [R], owned=True, why="none of its documents is still in doubt"),
     _sub("finished", (S.ACCEPTED,), S.DONE, [P], why="every document of it is final"),
+    _sub(
+        "watch",
+        (S.ACCEPTED,),
+        S.WATCHING,
+        [P],
+        why="every document of it is final, some still inside their cancellation window",
+    ),
+    _sub(
+        "watch_over",
+        (S.WATCHING,),
+        S.DONE,
+        [W],
+        why="no document of it is watched or being cancelled any more",
+    ),
 )
 
 TRANSITIONS: tuple[Transition, ...] = DOCUMENT_TRANSITIONS + SUBMISSION_TRANSITIONS
@@ -254,6 +308,9 @@ IN_FLIGHT = frozenset({D.SUBMITTING.value, D.SUBMITTED.value})
 #: Final outcomes after which a changed invoice becomes a new version that is sent again.
 REISSUABLE = frozenset({D.INVALID.value, D.REJECTED.value, D.LOCALLY_INVALID.value, D.CANCELLED.value})
 FINAL = frozenset(s.value for s in FINAL_STATES)
+#: A validated document stands at MyInvois in these states: an ERP edit is not sent again but
+#: written back as ``changed_after_valid`` (cancel it, or issue a note).
+AFTER_VALID = frozenset({D.VALID.value, D.REJECTION_REQUESTED.value, D.CANCELLING.value, D.CHANGED_AFTER_VALID.value})
 OPEN = frozenset(s.value for s in DocumentState if s not in FINAL_STATES)
 
 
