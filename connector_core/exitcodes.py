@@ -30,6 +30,13 @@ class ExitCode(IntEnum):
     MYINVOIS_UNAVAILABLE = 5
     #: ``run --once`` gave up waiting (``cycles.once_timeout_seconds``) with invoices unfinished.
     GAVE_UP = 6
+    #: A command for one invoice (``show``, ``history``, ``retry``, ``cancel``) found no invoice
+    #: with that number or source key in the ledger.
+    UNKNOWN_INVOICE = 7
+    #: A command for one invoice refused to act on it in its state: ``retry`` of an invoice
+    #: refused for its content (correct the ERP record instead) or still valid or in flight.
+    #: The message says why and what to do.
+    REFUSED = 8
 
 
 def most_severe(*codes: ExitCode) -> ExitCode:
