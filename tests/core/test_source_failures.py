@@ -203,6 +203,34 @@ def test_failing_source_counts_errors_and_degrades_healthz_until_it_works_again(
         monitoring.close()
 
 
+def test_a_missing_postgres_database_counts_errors_and_degrades_healthz_without_the_password(
+    tmp_path, missing_postgres_database
+):
+    """The other broken source of the issue, through the same probe: a SQL source whose
+    database does not exist degrades /healthz after health_source_failures cycles, named with
+    its host and database, and the metric counts every failed cycle."""
+    config = write_config(tmp_path, sql_source(missing_postgres_database), port=free_port())
+    settings = load_settings(config)
+    monitoring = Monitoring(settings)
+    assert monitoring.server is not None
+    connector = Connector(settings, monitoring=monitoring)
+    try:
+        base = monitoring.server.url
+        connector.fetch_and_submit_cycle()
+        assert httpx.get(f"{base}/healthz").json()["status"] == "ok"  # one failed cycle (of 2)
+        connector.fetch_and_submit_cycle()
+        health = httpx.get(f"{base}/healthz")
+        assert health.status_code == 200 and health.json()["status"] == "degraded", health.text
+        (reason,) = health.json()["details"]["degraded"]
+        assert reason.startswith("source 'erp' failed in 2 fetch cycles in a row")
+        assert "127.0.0.1:5432/myinvois_no_such_database" in reason and DB_PASSWORD not in health.text
+        metrics = httpx.get(f"{base}/metrics").text
+        assert 'myinvois_source_errors_total{source="erp"} 2.0' in metrics and DB_PASSWORD not in metrics
+    finally:
+        connector.close()
+        monitoring.close()
+
+
 def test_health_counts_failed_source_cycles_per_source():
     health = HealthMonitor(max_consecutive_source_failures=3)
     for _ in range(2):
