@@ -453,6 +453,24 @@ def _register_subcommands() -> None:
 
     main.add_command(simulator_command)
     main.add_command(demo_command)
+    _register_invoice_commands()
+    _register_cancel_command()
+
+
+def _register_invoice_commands() -> None:
+    """Commands about one invoice, or a period of them (connector_core/commands/)."""
+    from connector_core.commands.export import export_command
+    from connector_core.commands.retry import retry_command
+    from connector_core.commands.show import history_command, show_command
+
+    for command in (show_command, history_command, retry_command, export_command):
+        main.add_command(command)
+
+
+def _register_cancel_command() -> None:
+    from connector_core.commands.cancel import cancel_command
+
+    main.add_command(cancel_command)
 
 
 _register_subcommands()

@@ -77,8 +77,14 @@ class Intake(LedgerPart):
         super().__init__(engine, sender)
         self._locks_created: set[str] = set()
 
-    def record_fetched(self, *, source: str, profile: str, items: Sequence[FetchedItem]) -> RecordSummary:
-        """Record a page of fetched invoices; the same content fetched twice is recorded once."""
+    def record_fetched(
+        self, *, source: str, profile: str, items: Sequence[FetchedItem], retry: bool = False
+    ) -> RecordSummary:
+        """Record a page of fetched invoices; the same content fetched twice is recorded once.
+
+        ``retry`` (the ``retry`` command) checks an invoice refused for a reason outside its
+        content again even before that refusal was written back to the ERP: exactly what its
+        ERP row set back to pending does once it was."""
         summary = RecordSummary()
         # The last occurrence wins when a plugin yields one key twice in a page.
         by_key = {item.source_key: item for item in items}
@@ -98,7 +104,7 @@ class Intake(LedgerPart):
             for key, item in by_key.items():
                 for _ in range(_MAX_TRIES):
                     row = latest.get(key)
-                    outcome = self._record_one(conn, source, profile, key, item, row, holders, inserts, summary)
+                    outcome = self._record_one(conn, source, profile, key, item, row, holders, inserts, summary, retry)
                     if outcome != "lost":
                         break
                     # Another writer moved the row between our read and our write: read it again,
@@ -117,10 +123,11 @@ class Intake(LedgerPart):
 
     # --- one invoice ------------------------------------------------------------------------
 
-    def _record_one(self, conn, source, profile, key, item, row, holders, inserts, summary) -> str:
+    def _record_one(self, conn, source, profile, key, item, row, holders, inserts, summary, retry=False) -> str:
         now = utcnow()
+        rechecks = row is not None and _rechecks(row, retry)
         problems = list(item.problems)
-        if row is None or row.fingerprint != item.fingerprint or _rechecks(row):
+        if row is None or row.fingerprint != item.fingerprint or rechecks:
             holder = holders.get((item.number, item.document_type))
             if not problems and holder is not None and (holder[0], holder[1]) != (source, key):
                 problems.append(number_taken_message(item.number, *holder))
@@ -135,19 +142,14 @@ class Intake(LedgerPart):
             return "done"
 
         state = row.state
-        if (
-            _rechecks(row)
-            and problems
-            and state == D.LOCALLY_INVALID.value
-            and json.loads(row.errors or "[]") == problems
-        ):
+        if rechecks and problems and state == D.LOCALLY_INVALID.value and json.loads(row.errors or "[]") == problems:
             # Checked again, refused for the same reasons: the same outcome goes back.
             moved = self._report_again(conn, row)
             if moved.lost:
                 return "lost"
             summary.reported_again += 1
             return "done"
-        if row.fingerprint == item.fingerprint and not _rechecks(row):
+        if row.fingerprint == item.fingerprint and not rechecks:
             if state in states.FINAL and row.reported_at is not None:
                 moved = self._report_again(conn, row)
                 if moved.lost:
@@ -309,12 +311,13 @@ _LATEST_COLUMNS = tuple(
 )  # fmt: skip
 
 
-def _rechecks(row) -> bool:
+def _rechecks(row, retry: bool = False) -> bool:
     """An unchanged invoice whose outcome was not about its content is looked at again: a
     batch refused with 400/403 (a profile or credential since fixed), or a local refusal
     (pre-validation may now pass: the profile's TIN corrected, the other row with its number
-    gone). Only once the outcome was written back: before that, nothing was re-queued."""
-    if row.reported_at is None:
+    gone). Only once the outcome was written back: before that, nothing was re-queued; unless
+    the ``retry`` command asks for it."""
+    if row.reported_at is None and not retry:
         return False
     return (row.state == D.REJECTED.value and bool(row.refused_as_batch)) or row.state == D.LOCALLY_INVALID.value
 
