@@ -127,3 +127,17 @@ class SourceCheck:
     @classmethod
     def unknown(cls, message: str) -> SourceCheck:
         return cls("unknown", message)
+
+
+@dataclass(frozen=True)
+class CancelRequest:
+    """The ERP asks to cancel an invoice MyInvois validated (hook ``fetch_cancel_requests``).
+
+    ``source_key`` is the invoice's key in the source (its ``Invoice.source_key``); ``reason``
+    is shown to the buyer by MyInvois (1 to 300 characters); ``location`` says where the
+    request is (a file and row, a table and id), for the messages about it.
+    """
+
+    source_key: str
+    reason: str
+    location: str = ""

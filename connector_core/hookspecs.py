@@ -10,7 +10,7 @@ How the connector calls hooks
   new arguments can be added to a spec without breaking existing plugins.
 * ``register_source_kinds`` is called on every plugin once at start-up.
 * The source hooks (``fetch_pending_invoices``, ``on_invoices_recorded``,
-  ``on_submission_result``, ``check_source``) are called **only on the plugin that registered the source's
+  ``fetch_cancel_requests``, ``on_submission_result``, ``check_source``) are called **only on the plugin that registered the source's
   kind**. A plugin therefore never has to check whether a source is its own.
 * A hook that raises is isolated: the error is logged with the plugin and source named, counted,
   reported to Sentry when configured, and the cycle goes on with the other sources. What is
@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 import pluggy
 
 if TYPE_CHECKING:
-    from connector_core.contract import DocumentOutcome, Source, SourceCheck
+    from connector_core.contract import CancelRequest, DocumentOutcome, Source, SourceCheck
     from connector_core.model import Invoice, RejectedRecord
 
 PROJECT_NAME = "myinvois_connector"
@@ -94,6 +94,38 @@ def on_invoices_recorded(source: Source, source_keys: list[str]) -> None:
     """
 
 
+# --- cancellation -------------------------------------------------------------------------
+
+
+@hookspec
+def fetch_cancel_requests(source: Source) -> Iterable[CancelRequest] | None:
+    """Return the ERP's requests to cancel invoices MyInvois validated, oldest first.
+
+    Yield one :class:`~connector_core.contract.CancelRequest` per request: ``source_key`` (the
+    same key as the invoice's ``Invoice.source_key``), ``reason`` (1 to 300 characters, shown to
+    the buyer by MyInvois) and, optionally, ``location`` (where the request is: ``inbox/
+    cancel-requests.csv row 3``, ``table invoices id 42``) for the messages about it.
+
+    Called on every fetch-and-submit cycle (daemon and ``run --once``), after the invoices are
+    fetched. The connector records each request in the ledger before it asks MyInvois, so a
+    request returned again (after a crash, or because the plugin did not mark it) is harmless:
+    an invoice already being cancelled or cancelled is skipped. Return a generator to mark or
+    archive what you returned: the code after its last ``yield`` runs only once the connector
+    has recorded every request it yielded.
+
+    Every request gets an answer through ``on_submission_result``: ``cancelled`` when MyInvois
+    cancelled it; otherwise the invoice's outcome again (``valid``, ``rejection_requested``, or
+    the state it is in) with ``cancel_error`` saying why it was not cancelled and what to do (the
+    window is over: issue a credit note; a credit note references it: cancel that first ...). A
+    request for an invoice the connector never recorded cannot be answered that way: it is
+    logged and kept as a ``cancel_refused`` incident in ``status``, naming the source and key.
+
+    Optional: a plugin without it offers no ERP-driven cancellation (``myinvois-connector
+    cancel`` still works). If it raises, the requests yielded before are processed, the error
+    is reported as for ``fetch_pending_invoices``, and the next cycle calls it again.
+    """
+
+
 # --- results ------------------------------------------------------------------------------
 
 
@@ -145,6 +177,7 @@ HOOK_NAMES: tuple[str, ...] = (
     "register_source_kinds",
     "fetch_pending_invoices",
     "on_invoices_recorded",
+    "fetch_cancel_requests",
     "on_submission_result",
     "check_source",
 )

@@ -21,7 +21,7 @@ import pluggy
 from pydantic import BaseModel
 
 from connector_core import hookspecs
-from connector_core.contract import DocumentOutcome, Source, SourceCheck
+from connector_core.contract import CancelRequest, DocumentOutcome, Source, SourceCheck
 from connector_core.model import Invoice, RejectedRecord
 
 log = logging.getLogger(__name__)
@@ -169,6 +169,23 @@ class PluginHost:
 
     def on_invoices_recorded(self, source: Source, source_keys: list[str]) -> None:
         self._call_owner("on_invoices_recorded", source, source_keys=source_keys)
+
+    def fetch_cancel_requests(self, source: Source) -> Iterator[CancelRequest]:
+        """Yield the owning plugin's cancel requests (none when it implements no
+        ``fetch_cancel_requests``). Errors, the generator's included, come out as :class:`HookFailed`."""
+        plugin, caller = self._owner_caller("fetch_cancel_requests", source)
+        if not caller.get_hookimpls():
+            return
+        try:
+            for result in caller(source=source):
+                for item in result or ():
+                    if not isinstance(item, CancelRequest):
+                        raise TypeError(
+                            f"fetch_cancel_requests must yield CancelRequest objects, got {type(item).__name__}"
+                        )
+                    yield item
+        except Exception as exc:
+            raise HookFailed(plugin, "fetch_cancel_requests", source.name, exc) from exc
 
     def on_submission_result(self, source: Source, outcomes: list[DocumentOutcome]) -> None:
         self._call_owner("on_submission_result", source, outcomes=outcomes)

@@ -21,6 +21,11 @@ class CsvSourceOptions(BaseModel):
         default="*.csv",
         description="Which files of the inbox to read. Names ending in .part or .tmp, and names starting with a dot, never are.",
     )
+    cancel_requests_pattern: str = Field(
+        default="cancel-requests*.csv",
+        description="Files of the inbox with the ERP's requests to cancel validated invoices (columns invoice_number, "
+        "reason); never read as invoices.",
+    )
     delimiter: str = Field(default=",", min_length=1, max_length=1, description="Column separator.")
     settle_seconds: float = Field(
         default=3.0,

@@ -28,6 +28,7 @@ from connector_core import hookimpl
 from connector_core.contract import DocumentOutcome, DocumentState, Source
 from connector_core.model import Invoice, RejectedRecord
 from connector_core.settings import ConfigError
+from myinvois_csv.cancels import fetch_cancel_requests, is_request_file  # noqa: F401 - the hook, in its own module
 from myinvois_csv.check import check_source  # noqa: F401 - a hook of this plugin, kept in its own module
 from myinvois_csv.options import CsvSourceOptions
 from myinvois_csv.reader import ParsedFile, build_invoices, parse_file
@@ -210,6 +211,8 @@ def _scan_complete_files(source_name: str, options: CsvSourceOptions) -> list[_S
     for path in sorted(options.inbox.glob(options.pattern)):
         if path.name.startswith(".") or path.name.lower().endswith(IN_PROGRESS_SUFFIXES):
             continue
+        if is_request_file(path, options):
+            continue  # the ERP's cancel requests: read by fetch_cancel_requests
         try:
             stat = path.stat()
         except FileNotFoundError:
