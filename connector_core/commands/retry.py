@@ -55,9 +55,11 @@ def refusal(row: dict[str, Any]) -> str | None:
             f"invoice {number} was cancelled at MyInvois (uuid {row['uuid']}): to issue it again, change it in the ERP "
             "(e.g. a new number or date) and queue it again"
         )
-    if state in IN_FLIGHT or state in (D.PENDING.value, D.HELD.value):
+    if state == D.PENDING.value:
+        return f"invoice {number} is already queued (version {row['version']}): `run --once` or the running daemon sends it"
+    if state in IN_FLIGHT or state == D.HELD.value:
         return (
-            f"invoice {number} is {state.replace('_', ' ')}: it is still on its way (nothing was refused yet); "
+            f"invoice {number} is {state.replace('_', ' ')}: it is on its way and has no outcome yet; "
             "`run --once` or the running daemon finishes it"
         )
     return f"invoice {number} is {state.replace('_', ' ')}: not an outcome that `retry` can send again"
