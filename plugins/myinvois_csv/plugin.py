@@ -3,7 +3,8 @@
 * fetch: every complete file of the inbox, oldest name first, invoice by invoice;
 * recorded: a file whose invoices are all in the ledger moves to the archive folder;
 * results: one row per outcome appended to the outbox CSV, skipping outcomes already there,
-  so a replay after a crash does not write a row twice.
+  so a replay after a crash does not write a row twice; and a PNG of the validation link's QR
+  code per valid invoice in the ``qr`` folder beside the outbox.
 
 A file is complete when its writer is done with it: by convention the ERP writes ``NAME.part``
 (or ``.tmp``) and renames it when done, and a file is read only once it has not been modified
@@ -16,6 +17,7 @@ from __future__ import annotations
 import csv
 import logging
 import os
+import re
 import shutil
 import threading
 import time
@@ -26,6 +28,7 @@ from stat import S_ISREG
 
 from connector_core import hookimpl
 from connector_core.contract import DocumentOutcome, DocumentState, Source
+from connector_core.document.qr import qr_png
 from connector_core.model import Invoice, RejectedRecord
 from connector_core.settings import ConfigError
 from myinvois_csv.cancels import fetch_cancel_requests, is_request_file  # noqa: F401 - the hook, in its own module
@@ -47,6 +50,9 @@ OUTBOX_COLUMNS = (
     "final_at",
 )
 SEED_MARKER = ".myinvois-seeded"
+#: Folder beside the outbox that holds a QR code image (PNG) per valid invoice.
+QR_FOLDER = "qr"
+_UNSAFE_IN_FILE_NAME = re.compile(r"[^A-Za-z0-9._-]")
 REUSED_NUMBER_HINT = (
     "if the file holds another invoice that reuses this number, give that invoice its own number in the ERP "
     "and drop it in the inbox again"
@@ -357,6 +363,30 @@ def _append_outcomes(outbox: Path, outcomes: list[DocumentOutcome]) -> None:
         fh.flush()
         # The ledger marks these outcomes reported as soon as we return: make them durable first.
         os.fsync(fh.fileno())
+    _write_qr_images(outbox.parent / QR_FOLDER, new_rows)
+
+
+def qr_image_path(qr_folder: Path, outcome: DocumentOutcome) -> Path:
+    """Where the QR code of a valid outcome goes: the invoice number (characters a file name
+    cannot hold replaced by ``_``) and the uuid, unique even for two document types sharing a
+    number."""
+    safe_number = _UNSAFE_IN_FILE_NAME.sub("_", outcome.number)
+    return qr_folder / f"{safe_number}_{outcome.uuid}.png"
+
+
+def _write_qr_images(qr_folder: Path, outcomes: list[DocumentOutcome]) -> None:
+    """A PNG of the validation link's QR code per valid outcome, beside the outbox; written
+    under a temporary name and renamed, so the ERP never picks up half an image."""
+    for outcome in outcomes:
+        if outcome.state is not DocumentState.VALID or not outcome.validation_link or not outcome.uuid:
+            continue
+        target = qr_image_path(qr_folder, outcome)
+        if target.exists():
+            continue
+        qr_folder.mkdir(parents=True, exist_ok=True)
+        partial = target.with_name(target.name + ".part")
+        partial.write_bytes(qr_png(outcome.validation_link))
+        os.replace(partial, target)
 
 
 def _errors_for_the_clerk(outcome: DocumentOutcome) -> list[str]:
