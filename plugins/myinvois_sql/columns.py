@@ -8,7 +8,7 @@ compare this module with the shipped DDL.
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, Column, DateTime, Integer, MetaData, String, Table, Text
+from sqlalchemy import BigInteger, Column, DateTime, Integer, LargeBinary, MetaData, String, Table, Text
 from sqlalchemy.types import NullType
 
 PARTY_FIELDS = (
@@ -63,6 +63,10 @@ STATUS_COLUMNS = (
     "myinvois_version",
 )
 
+#: Optional: the QR code (PNG bytes) of a valid invoice's validation link, written when the
+#: header table has it (config/sql/add-qr-column.sql; docs/plugin-sql.md "QR codes").
+QR_COLUMN = "myinvois_qr_png"
+
 LINE_DATA_COLUMNS = (
     "line_no",
     "description",
@@ -106,7 +110,9 @@ LINE_REQUIRED = {
 }
 
 
-def staging_tables(header_name: str, line_name: str, schema: str | None) -> tuple[Table, Table]:
+def staging_tables(
+    header_name: str, line_name: str, schema: str | None, *, qr_column: bool = False
+) -> tuple[Table, Table]:
     """SQLAlchemy Core descriptions of the two staging tables under the configured names.
 
     Data columns are left untyped so values arrive as the driver gives them and the reader can
@@ -127,6 +133,7 @@ def staging_tables(header_name: str, line_name: str, schema: str | None) -> tupl
         Column("myinvois_submission_uid", String(64)),
         Column("myinvois_updated_at", DateTime(timezone=True)),
         Column("myinvois_version", Integer),
+        *((Column(QR_COLUMN, LargeBinary),) if qr_column else ()),
     )
     line = Table(
         line_name,

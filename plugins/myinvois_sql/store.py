@@ -20,9 +20,10 @@ from sqlalchemy import and_, bindparam, inspect, or_, select, text, update
 from sqlalchemy.engine import Connection, Engine, Result
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
-from connector_core.contract import DocumentOutcome
+from connector_core.contract import DocumentOutcome, DocumentState
+from connector_core.document.qr import qr_png
 from connector_core.model import Invoice, RejectedRecord
-from myinvois_sql.columns import HEADER_DATA_COLUMNS, LINE_DATA_COLUMNS, STATUS_COLUMNS, staging_tables
+from myinvois_sql.columns import HEADER_DATA_COLUMNS, LINE_DATA_COLUMNS, QR_COLUMN, STATUS_COLUMNS, staging_tables
 from myinvois_sql.options import SqlSourceOptions
 from myinvois_sql.rows import build_invoice
 
@@ -31,6 +32,8 @@ log = logging.getLogger("myinvois_sql")
 #: Status values that mean "send this": the ERP's own NULL and an explicit re-send request.
 PENDING_STATUS = "pending"
 QUEUED_STATUS = "queued"
+#: States of a document valid at MyInvois, whose row carries the QR code of its validation link.
+QR_STATES = frozenset({DocumentState.VALID, DocumentState.REJECTION_REQUESTED})
 #: Keys per UPDATE ... WHERE key IN (...): well under every database's parameter limit.
 KEYS_PER_STATEMENT = 500
 
@@ -65,6 +68,15 @@ def _outcome_parameters(outcome: DocumentOutcome, engine: Engine) -> dict[str, A
         "updated_at": final_at,
         "document_type": outcome.document_type,
     }
+
+
+def qr_code_of(outcome: DocumentOutcome) -> bytes | None:
+    """PNG bytes of the QR code of the outcome's validation link while the document stands
+    valid at MyInvois (a rejection requested leaves it valid); None otherwise, so a cancelled
+    invoice's row loses its code."""
+    if outcome.state not in QR_STATES or not outcome.validation_link:
+        return None
+    return qr_png(outcome.validation_link)
 
 
 def split_sql_script(script: str) -> list[str]:
@@ -169,6 +181,24 @@ class StagingStore(_Store):
     def __init__(self, source_name: str, options: SqlSourceOptions, engine: Engine) -> None:
         super().__init__(source_name, options, engine)
         self.header, self.line = staging_tables(options.header_table, options.line_table, options.db_schema)
+        #: Whether the header table has the optional QR column; looked up on the first write-back.
+        self._qr_column: bool | None = None
+
+    def _has_qr_column(self) -> bool:
+        """Whether the header table has ``myinvois_qr_png`` (config/sql/add-qr-column.sql).
+        Looked up once per process: a column added later is used from the next start."""
+        if self._qr_column is None:
+            try:
+                with self.engine.connect() as conn:
+                    columns = inspect(conn).get_columns(self.options.header_table, schema=self.options.db_schema)
+            except SQLAlchemyError as exc:
+                raise self._failure(f"reading the columns of table {self.options.header_table}", exc) from exc
+            self._qr_column = any(column["name"].lower() == QR_COLUMN for column in columns)
+            if self._qr_column:
+                self.header, self.line = staging_tables(
+                    self.options.header_table, self.options.line_table, self.options.db_schema, qr_column=True
+                )
+        return self._qr_column
 
     @property
     def where_headers(self) -> str:
@@ -264,6 +294,7 @@ class StagingStore(_Store):
             raise self._failure(f"marking invoices queued in table {self.options.header_table}", exc) from exc
 
     def write_outcomes(self, outcomes: Sequence[DocumentOutcome]) -> None:
+        with_qr = self._has_qr_column()
         h = self.header
         # Written only over an older version (or none): repeating an outcome, or receiving an
         # old version's outcome after a newer one, changes nothing.
@@ -284,6 +315,7 @@ class StagingStore(_Store):
                 myinvois_submission_uid=bindparam("b_submission_uid"),
                 myinvois_updated_at=bindparam("b_updated_at"),
                 myinvois_version=bindparam("b_version"),
+                **({QR_COLUMN: bindparam("b_qr_png")} if with_qr else {}),
             )
         )
         rows = []
@@ -295,6 +327,7 @@ class StagingStore(_Store):
             rows.append(
                 {"b_" + name: value for name, value in params.items() if name not in ("number", "document_type")}
                 | {"b_key": keys[0]}
+                | ({"b_qr_png": qr_code_of(outcome)} if with_qr else {})
             )
         if not rows:
             return

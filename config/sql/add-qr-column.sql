@@ -1,0 +1,13 @@
+-- Optional: the QR code of each valid invoice's validation link, as PNG bytes, in the staging
+-- header table (docs/plugin-sql.md "QR codes"). Run the line of your database once, then
+-- restart the connector; without the column the connector writes everything else as before.
+-- A valid invoice gets its code; a later outcome that is not valid (cancelled) sets it to NULL.
+--
+-- Custom queries instead: use the :qr_png parameter in queries.write_result.
+
+-- PostgreSQL:
+--   ALTER TABLE einvoice_header ADD COLUMN myinvois_qr_png BYTEA;
+-- MariaDB / MySQL:
+--   ALTER TABLE einvoice_header ADD COLUMN myinvois_qr_png MEDIUMBLOB;
+-- SQLite:
+--   ALTER TABLE einvoice_header ADD COLUMN myinvois_qr_png BLOB;
