@@ -181,6 +181,7 @@ def standard_models(custom_fields: bool = True) -> dict[str, Model]:
             "x_myinvois_long_id": _char("MyInvois Long ID"),
             "x_myinvois_validation_link": _char("MyInvois Validation Link"),
             "x_myinvois_version": Field("integer", string="MyInvois Version"),
+            "x_myinvois_cancel_reason": _char("MyInvois Cancel Reason"),
         }
     return {
         "res.partner": Model("res.partner", "Contact", partner, mail_thread=True),

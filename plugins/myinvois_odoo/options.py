@@ -64,6 +64,11 @@ class OdooFieldMapping(BaseModel):
     move_version_field: str = Field(
         default="x_myinvois_version", description="account.move integer field: the version the status belongs to."
     )
+    move_cancel_reason_field: str = Field(
+        default="x_myinvois_cancel_reason",
+        description="account.move field where the ERP writes why an invoice is to be cancelled (with the status "
+        "cancel_requested); empty: the ERP does not ask for cancellations.",
+    )
 
     @field_validator("*")
     @classmethod

@@ -6,8 +6,9 @@ import logging
 from collections.abc import Callable, Iterator
 
 from connector_core import hookimpl
-from connector_core.contract import DocumentOutcome, Source
+from connector_core.contract import CancelRequest, DocumentOutcome, Source
 from connector_core.model import Invoice, RejectedRecord
+from myinvois_odoo.cancels import cancel_requests
 from myinvois_odoo.check import check_source  # noqa: F401 - a hook of this plugin, kept in its own module
 from myinvois_odoo.options import OdooSourceOptions
 from myinvois_odoo.source import OdooSource
@@ -47,6 +48,11 @@ def on_invoices_recorded(source: Source, source_keys: list[str]) -> None:
         odoo.mark_queued(source_keys)
     finally:
         odoo.client.close()
+
+
+@hookimpl
+def fetch_cancel_requests(source: Source) -> Iterator[CancelRequest]:
+    return cancel_requests(_odoo(source))
 
 
 @hookimpl

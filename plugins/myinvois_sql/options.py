@@ -50,6 +50,8 @@ QUERY_PARAMETERS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
         ),
         frozenset({"source_key"}),
     ),
+    "cancel_requests": (frozenset(), frozenset()),
+    "mark_cancel_taken": (frozenset({"source_key"}), frozenset({"source_key"})),
 }
 
 
@@ -71,6 +73,13 @@ class CustomQueries(BaseModel):
     lines: str = Field(description="SELECT of one invoice's lines, bound by :source_key.")
     mark_queued: str | None = Field(default=None, description="Optional UPDATE marking :source_key as recorded.")
     write_result: str = Field(description="UPDATE writing an outcome, bound by :source_key, :version, :status, ...")
+    cancel_requests: str | None = Field(
+        default=None,
+        description="Optional SELECT of the ERP's requests to cancel validated invoices: columns source_key and reason.",
+    )
+    mark_cancel_taken: str | None = Field(
+        default=None, description="Optional UPDATE marking the cancel request of :source_key as recorded."
+    )
 
     @model_validator(mode="after")
     def _check_parameters(self) -> CustomQueries:

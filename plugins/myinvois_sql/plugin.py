@@ -6,8 +6,9 @@ import logging
 from collections.abc import Callable, Iterator
 
 from connector_core import hookimpl
-from connector_core.contract import DocumentOutcome, Source
+from connector_core.contract import CancelRequest, DocumentOutcome, Source
 from connector_core.model import Invoice, RejectedRecord
+from myinvois_sql.cancels import cancel_requests
 from myinvois_sql.check import check_source  # noqa: F401 - a hook of this plugin, kept in its own module
 from myinvois_sql.engines import engine_for
 from myinvois_sql.options import SqlSourceOptions
@@ -42,6 +43,11 @@ def fetch_pending_invoices(source: Source, limit: int) -> Iterator[Invoice | Rej
 def on_invoices_recorded(source: Source, source_keys: list[str]) -> None:
     _store(source).mark_queued(source_keys)
     log.debug("source %r: %d invoice(s) marked queued", source.name, len(source_keys))
+
+
+@hookimpl
+def fetch_cancel_requests(source: Source) -> Iterator[CancelRequest]:
+    return cancel_requests(_store(source))
 
 
 @hookimpl
