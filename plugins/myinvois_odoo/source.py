@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import base64
 import html
 import logging
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 from connector_core.contract import DocumentOutcome, DocumentState
+from connector_core.document.qr import qr_png
 from connector_core.model import Invoice, RejectedRecord
 from myinvois_odoo.mapping import DOCUMENT_TYPES, MoveMapper, Related, many2one_id
 from myinvois_odoo.options import OdooSourceOptions
@@ -277,6 +279,45 @@ class OdooSource:
                 if self.client.major_version >= 17:
                     kwargs["body_is_html"] = True  # Odoo 17+ would otherwise show the markup as text
                 self.client.execute("account.move", "message_post", [move_id], **kwargs)
+            if outcome.state is DocumentState.VALID and outcome.validation_link and outcome.uuid:
+                self._attach_qr_code(move_id, outcome)
+
+    def _attach_qr_code(self, move_id: int, outcome: DocumentOutcome) -> None:
+        """The QR code of the validation link as a PNG attached to the invoice, for its print
+        layout or the e-mail to the customer. Once per document: a repeat finds it by name."""
+        name = qr_attachment_name(outcome)
+        already = self.client.execute(
+            "ir.attachment",
+            "search_count",
+            [("res_model", "=", "account.move"), ("res_id", "=", move_id), ("name", "=", name)],
+        )
+        if already:
+            return
+        values = {
+            "name": name,
+            "type": "binary",
+            # Binary fields travel as Base64 text over Odoo's RPC.
+            "datas": base64.b64encode(qr_png(outcome.validation_link or "")).decode("ascii"),
+            "res_model": "account.move",
+            "res_id": move_id,
+            "mimetype": "image/png",
+        }
+        try:
+            self.client.execute("ir.attachment", "create", values)
+        except OdooCallError as exc:
+            if exc.is_access_error:
+                raise OdooError(
+                    f"source {self.name!r}: Odoo user {self.options.login!r} may not attach files to invoices "
+                    f"({exc.odoo_message.splitlines()[0]}); give the user the Accounting / Billing rights; "
+                    "the next cycle tries again"
+                ) from None
+            raise
+
+
+def qr_attachment_name(outcome: DocumentOutcome) -> str:
+    """The attachment's file name: the invoice number and MyInvois's uuid (a version sent
+    again after a cancellation is another document, with its own code)."""
+    return f"MyInvois QR {outcome.number} {outcome.uuid}.png"
 
 
 def chatter_marker(outcome: DocumentOutcome) -> str:
