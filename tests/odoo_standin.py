@@ -10,7 +10,8 @@ protocol-faithful where the plugin could get it wrong:
 * The call shapes Odoo accepts: ``authenticate(db, login, password, user_agent_env)`` returns
   the uid or ``False``; ``execute_kw(db, uid, password, model, method, args, kwargs)``; ORM
   methods with Odoo's own signatures (``search_read(domain, fields, offset, limit, order)``,
-  ``read(ids, fields)``, ``write(ids, vals)``, ``message_post(**kwargs)`` on one record, ...).
+  ``read(ids, fields)``, ``write(ids, vals)``, ``create(vals_list)`` (a dict or a list of dicts;
+  binary fields as Base64 text), ``message_post(**kwargs)`` on one record, ...).
 * Odoo's failures: a wrong password is ``AccessDenied`` (XML-RPC fault code 3, JSON-RPC error
   ``odoo.exceptions.AccessDenied``); an unknown model is a ``UserError`` ("Object x doesn't
   exist"); an unknown field is the ``ValueError`` "Invalid field 'x' on model 'y'" as an
@@ -28,6 +29,7 @@ is refused as Odoo refuses an invalid domain.
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 import threading
@@ -197,6 +199,12 @@ def standard_models(custom_fields: bool = True) -> dict[str, Model]:
             "mail.message",
             "Message",
             {"model": _char(), "res_id": Field("integer"), "body": Field("html"), "message_type": Field("selection"), "subtype_xmlid": _char(), "author_id": Field("many2one", "res.partner")},
+        ),
+        # A file attached to a record (res_model, res_id); ``datas`` is the content in Base64.
+        "ir.attachment": Model(
+            "ir.attachment",
+            "Attachment",
+            {"name": _char(), "type": Field("selection"), "datas": Field("binary"), "res_model": _char(), "res_id": Field("integer"), "mimetype": _char()},
         ),
     }
 
@@ -494,6 +502,37 @@ class OdooStandin:
         for record_id in ids:
             self.records[model.name][record_id].update(vals)
         return True
+
+    def _orm_create(self, user: User, model: Model, vals_list):  # noqa: ANN001, ANN202
+        """Odoo's ``create(vals_list)``: one dict gives one id, a list of dicts a list of ids.
+        Binary fields take Base64 text (what Odoo stores and returns for them), never raw bytes."""
+        if user.read_only:
+            raise OdooError(
+                "odoo.exceptions.AccessError",
+                f"You are not allowed to create '{model.description}' ({model.name}) records.",
+                FAULT_ACCESS_ERROR,
+            )
+        single = isinstance(vals_list, dict)
+        rows = [vals_list] if single else vals_list
+        if not isinstance(rows, list) or not all(isinstance(row, dict) for row in rows):
+            raise OdooError("builtins.TypeError", "create() takes a dict or a list of dicts", FAULT_APPLICATION_ERROR)
+        for row in rows:
+            for name, value in row.items():
+                if name not in model.fields:
+                    raise invalid_field(model.name, name)
+                if model.fields[name].type == "binary" and value is not False:
+                    if not isinstance(value, str):
+                        raise OdooError("builtins.TypeError", f"Object of type {type(value).__name__} is not JSON serializable (field {name}: send Base64 text)", FAULT_APPLICATION_ERROR)
+                    try:
+                        base64.b64decode(value, validate=True)
+                    except ValueError:
+                        raise OdooError("binascii.Error", f"Incorrect padding (field {name} is not Base64)", FAULT_APPLICATION_ERROR) from None
+            if model.name == "ir.attachment" and row.get("res_model") and row.get("res_id"):
+                target = self.models.get(row["res_model"])
+                if target is None or row["res_id"] not in self.records[target.name]:
+                    raise OdooError("odoo.exceptions.MissingError", "Record does not exist or has been deleted.", FAULT_WARNING)
+        ids = [self.create(model.name, **row) for row in rows]
+        return ids[0] if single else ids
 
     def _orm_check_access_rights(self, user: User, model: Model, operation, raise_exception=True):  # noqa: ANN001, ANN202
         allowed = operation == "read" or not user.read_only
