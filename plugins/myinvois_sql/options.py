@@ -46,6 +46,8 @@ QUERY_PARAMETERS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
                 "submission_uid",
                 "updated_at",
                 "document_type",
+                # PNG bytes of the validation link's QR code (valid documents; NULL otherwise).
+                "qr_png",
             }
         ),
         frozenset({"source_key"}),

@@ -427,7 +427,10 @@ class QueryStore(_Store):
             return
         used = set(self._write_statement._bindparams)
         rows = [
-            {k: v for k, v in _outcome_parameters(outcome, self.engine).items() if k in used} for outcome in outcomes
+            {k: v for k, v in _outcome_parameters(outcome, self.engine).items() if k in used}
+            # Rendered only for a statement that stores it.
+            | ({"qr_png": qr_code_of(outcome)} if "qr_png" in used else {})
+            for outcome in outcomes
         ]
         try:
             with self.engine.begin() as conn:

@@ -112,7 +112,9 @@ def test_a_number_used_in_two_sources_lists_both_and_asks_for_the_source(tmp_pat
     )
     ambiguous = run_cli("--config", str(config), "show", "INV-7", cwd=tmp_path)
     assert ambiguous.returncode == ExitCode.CONFIG
-    assert "INV-7 (source branch, key K, locally invalid); INV-7 (source shop, key K, locally invalid)" in ambiguous.stderr
+    assert (
+        "INV-7 (source branch, key K, locally invalid); INV-7 (source shop, key K, locally invalid)" in ambiguous.stderr
+    )
     assert "pass --source NAME" in ambiguous.stderr
     chosen = run_cli("--config", str(config), "show", "INV-7", "--source", "shop", "--json", cwd=tmp_path)
     assert chosen.returncode == 0, chosen.stderr

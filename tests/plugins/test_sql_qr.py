@@ -88,3 +88,41 @@ def test_without_the_column_everything_else_is_written(tmp_path):
     finally:
         engine.dispose()
         dispose_all()
+
+
+def test_custom_queries_may_store_the_qr_code_through_qr_png(tmp_path):
+    from tests.plugins.test_sql_plugin import ERP_QUERIES, ERP_SCHEMA
+
+    url = f"sqlite:///{tmp_path / 'erp.sqlite'}"
+    engine = create_engine(url)
+    try:
+        with engine.begin() as conn:
+            for statement in ERP_SCHEMA:
+                conn.execute(text(statement))
+            conn.execute(text("ALTER TABLE ar_invoice ADD COLUMN einv_qr BLOB"))
+            conn.execute(
+                text("INSERT INTO customer VALUES ('K1', 'Pelanggan Contoh Sdn. Bhd.', 'C58101234560', '200501012345', "
+                     "'No. 8, Jalan Contoh', 'Shah Alam', '10', '+60387654321')")
+            )  # fmt: skip
+            conn.execute(text("INSERT INTO ar_invoice (doc_no, customer_code, posted) VALUES ('A-1', 'K1', 1)"))
+            conn.execute(text("INSERT INTO ar_invoice_item VALUES ('A-1', 1, 'Toner', 3, 45.5, '01', 13.65)"))
+        queries = dict(
+            ERP_QUERIES,
+            write_result="UPDATE ar_invoice SET einv_state = :status, einv_qr = :qr_png, einv_version = :version "
+            "WHERE doc_no = :source_key AND (einv_version IS NULL OR einv_version < :version)",
+        )
+        source = Source(
+            name="erp",
+            kind="sql",
+            profile="demo",
+            options=SqlSourceOptions.model_validate({"url": url, "mode": "queries", "queries": queries}),
+        )
+        (invoice,) = plugin.fetch_pending_invoices(source=source, limit=10)
+        outcome = valid_outcome(invoice)
+        plugin.on_submission_result(source=source, outcomes=[outcome])
+        with engine.connect() as conn:
+            state, code = conn.execute(text("SELECT einv_state, einv_qr FROM ar_invoice")).one()
+        assert state == "valid" and decode_qr(bytes(code)) == [outcome.validation_link]
+    finally:
+        engine.dispose()
+        dispose_all()
