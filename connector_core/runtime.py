@@ -380,14 +380,21 @@ class Connector:
             if progress is not None:
                 # The counts are read only when a line is due (they cover the whole backlog).
                 progress(self.ledger.status.version_counts_by_state)
-            if not self.ledger.status.has_unfinished(exclude_profiles=waiting_on) or time.monotonic() > deadline:
+            # Watch sweeps that are due are made; those not due yet are the daemon's (or the
+            # next run's): the run never waits out a cancellation window.
+            watch_due = self.ledger.watch.has_due(utcnow(), exclude_profiles=waiting_on)
+            unfinished = self.ledger.status.has_unfinished(exclude_profiles=waiting_on)
+            if (not unfinished and not watch_due) or time.monotonic() > deadline:
                 break
             sent = self.submit_cycle(skip=waiting_on)
             submissions += sum(r.submissions for r in sent)
             refused |= _refused_profiles(sent)
             cycle = self.poll_cycle()
             reported += cycle.reported
-            if self.ledger.status.has_unfinished(exclude_profiles=refused | set(unreachable)):
+            waiting_on = refused | set(unreachable)
+            if self.ledger.status.has_unfinished(exclude_profiles=waiting_on) or self.ledger.watch.has_due(
+                utcnow(), exclude_profiles=waiting_on
+            ):
                 self._sleep_until_next_poll(deadline)
         problems = []
         if refused:

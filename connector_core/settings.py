@@ -162,6 +162,19 @@ class CycleSettings(_Section):
         default=300.0, ge=0, description="A submission unfinished after this long..."
     )
     slow_poll_interval_seconds: float = Field(default=60.0, ge=0, description="...is polled only this often.")
+    watch_interval_seconds: float = Field(
+        # Odoo's MyInvois module re-checks valid documents hourly too; at 1,000 submissions a
+        # day that is about 51 Get Submission calls a minute, well inside LHDN's 300.
+        default=3600.0,
+        gt=0,
+        description="A submission whose documents are Valid but still inside their cancellation window is polled "
+        "this often, to learn of a buyer's rejection request or a cancellation on the portal.",
+    )
+    watch_margin_seconds: float = Field(
+        default=7200.0,
+        ge=0,
+        description="The watch lasts this long past the end of the cancellation window (72 h + 2 h = Odoo's 74 h).",
+    )
     reconcile_after_seconds: float = Field(
         default=15.0,
         ge=0,

@@ -26,6 +26,7 @@ from .responses import (
     DocumentDetails,
     DocumentStatus,
     DocumentSummary,
+    DocumentType,
     ErrorDetail,
     RawDocument,
     RejectedDocument,
@@ -37,6 +38,7 @@ from .responses import (
     SubmitResult,
     ValidationError,
     ValidationStep,
+    workflow_hours,
 )
 from .retry import RetrySettings
 from .token import CachedToken, Credentials, TokenCache, TokenKey, TokenProvider
@@ -55,6 +57,7 @@ __all__ = [
     "DocumentDetails",
     "DocumentStatus",
     "DocumentSummary",
+    "DocumentType",
     "DuplicateSubmission",
     "Endpoint",
     "ErrorDetail",
@@ -83,4 +86,5 @@ __all__ = [
     "ValidationError",
     "ValidationStep",
     "error_class_for_status",
+    "workflow_hours",
 ]

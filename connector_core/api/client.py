@@ -58,6 +58,7 @@ from .events import ApiCall, Listener, notify
 from .ratelimit import RatePolicy, Slot
 from .responses import (
     DocumentDetails,
+    DocumentType,
     ErrorDetail,
     RawDocument,
     SearchPage,
@@ -246,6 +247,17 @@ class MyInvoisClient:
             if not page.documents or page_no >= page.total_pages:
                 return
             page_no += 1
+
+    def get_document_types(self) -> list[DocumentType]:
+        """Every e-invoice document type with LHDN's id for it (Platform API)."""
+        response = self._call(Endpoint.document_types)
+        return DocumentType.parse_all(self._json(Endpoint.document_types, response))
+
+    def get_document_type(self, type_id: int) -> dict[str, Any]:
+        """One document type with its ``workflowParameters`` (read them with
+        :func:`~connector_core.api.responses.workflow_hours`)."""
+        response = self._call(Endpoint.document_type, path_args={"id": str(type_id)})
+        return self._json(Endpoint.document_type, response)
 
     def cancel_document(self, uuid: str, reason: str) -> StateChange:
         """Cancel a Valid document we issued (within 72 h of validation)."""

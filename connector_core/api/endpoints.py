@@ -27,6 +27,8 @@ class Endpoint(str, Enum):
     validate_tin = "validate_tin"
     search_tin = "search_tin"
     qr = "qr"
+    document_types = "document_types"
+    document_type = "document_type"
 
 
 class Route(NamedTuple):
@@ -50,6 +52,9 @@ ROUTES: dict[Endpoint, Route] = {
     Endpoint.validate_tin: Route("GET", "/api/v1.0/taxpayer/validate/{tin}"),
     Endpoint.search_tin: Route("GET", "/api/v1.0/taxpayer/search/tin"),
     Endpoint.qr: Route("GET", "/api/v1.0/taxpayers/qrcodeinfo/{text}"),
+    # The Platform API: Get All Document Types and Get Document Type (its workflow parameters).
+    Endpoint.document_types: Route("GET", "/api/v1.0/documenttypes"),
+    Endpoint.document_type: Route("GET", "/api/v1.0/documenttypes/{id}"),
 }
 
 #: LHDN's limits are per minute: the length of its counting window, in seconds.
@@ -70,6 +75,10 @@ PRODUCTION_LIMITS: dict[Endpoint, int] = {
     # Not in the integration-practices table; the Validate TIN page itself says 60 RPM.
     Endpoint.validate_tin: 60,
     Endpoint.qr: 60,
+    # LHDN publishes no figure for the Platform API's document types: our guess is the lowest
+    # published one. The connector reads them about once a day (the cancellation window).
+    Endpoint.document_types: 12,
+    Endpoint.document_type: 12,
 }
 
 #: Our guess for the sandbox (unpublished by LHDN): half of production, never below one.

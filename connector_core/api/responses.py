@@ -428,3 +428,45 @@ class StateChange:
     @classmethod
     def parse(cls, body: dict[str, Any]) -> StateChange:
         return cls(uuid=str(_first(body, "uuid")), status=DocumentStatus.parse(_first(body, "status")))
+
+
+@dataclass(frozen=True)
+class DocumentType:
+    """One entry of Get All Document Types: LHDN's id for it and the e-invoice type code
+    ("01" invoice ... "14" self-billed refund) it stands for. The id is not the code."""
+
+    id: int
+    type_code: str
+
+    @classmethod
+    def parse_all(cls, body: dict[str, Any]) -> list[DocumentType]:
+        found = []
+        for item in _first(body, "result") or []:
+            code = _first(item, "invoiceTypeCode")
+            type_id = _first(item, "id")
+            if code is None or type_id is None:
+                continue
+            # Documented as a Number (1 for "01"): the code is two digits everywhere else.
+            found.append(cls(id=int(type_id), type_code=f"{int(code):02d}"))
+        return found
+
+
+def workflow_hours(body: dict[str, Any], parameter: str, at: datetime) -> float | None:
+    """The value, in hours, of the workflow parameter ``parameter`` (``cancellationDuration``,
+    ``rejectionDuration``, ``submissionDuration``) of one Get Document Type answer that is in
+    force at ``at``; None when the answer does not carry it."""
+    for item in _first(body, "workflowParameters") or []:
+        if _first(item, "parameter") != parameter:
+            continue
+        active_from = _datetime(_first(item, "activeFrom"))
+        active_to = _datetime(_first(item, "activeTo"))
+        if (active_from and active_from > at) or (active_to and active_to < at):
+            continue
+        value = _first(item, "value")
+        try:
+            hours = float(value)
+        except (TypeError, ValueError):
+            continue
+        if hours > 0:
+            return hours
+    return None

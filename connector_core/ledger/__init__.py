@@ -9,6 +9,7 @@ from connector_core.ledger.records import (
     RecordSummary,
     SubmissionRecord,
     SubmittedDocument,
+    WatchEvent,
 )
 from connector_core.ledger.sends import Claim
 from connector_core.ledger.states import Moved, SubmissionState
@@ -27,5 +28,6 @@ __all__ = [
     "SubmissionRecord",
     "SubmissionState",
     "SubmittedDocument",
+    "WatchEvent",
     "utcnow",
 ]

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, bindparam, exists, func, select, update
+from sqlalchemy import and_, bindparam, func, select, update
 
 from connector_core.contract import DocumentState
 from connector_core.ledger import claimed, states
@@ -21,6 +21,7 @@ from connector_core.ledger.records import DocumentStatusUpdate, SubmissionRecord
 from connector_core.ledger.schema import document_bodies, documents, submissions
 from connector_core.ledger.sends import documents_of, load_submissions
 from connector_core.ledger.states import SubmissionState
+from connector_core.ledger.watch import close_or_watch
 
 D = DocumentState
 _BY_STATE = {D.VALID: "validated", D.INVALID: "invalidated", D.CANCELLED: "cancelled"}
@@ -60,8 +61,10 @@ class Polls(LedgerPart):
         next_poll_at: datetime | None,
         found_unnamed: Sequence[tuple[int, str]] = (),
         not_in_submission: Sequence[int] = (),
+        watch_interval: timedelta | None = None,
     ) -> bool:
-        """Record one Get Submission round; return True when it closed the submission.
+        """Record one Get Submission round; return True when it closed the submission (done,
+        or watching: see :mod:`.watch`, polled every ``watch_interval`` from then on).
 
         ``found_unnamed``: (document id, uuid) of documents the 202 did not name and Get
         Submission lists; ``not_in_submission``: documents it does not list although it is
@@ -79,6 +82,10 @@ class Polls(LedgerPart):
                     values["long_id"] = u.long_id
                 if u.validation_link:
                     values["validation_link"] = u.validation_link
+                if u.validated_at:
+                    values["validated_at"] = u.validated_at
+                if u.watch_until:
+                    values["watch_until"] = u.watch_until
                 if u.errors:
                     values["errors"] = json.dumps(u.errors)
                     values["error_details"] = json.dumps(u.error_details)
@@ -104,17 +111,8 @@ class Polls(LedgerPart):
                     next_poll_at=next_poll_at,
                 )
             )
-            still_open = exists().where(
-                documents.c.submission_id == submission_id, documents.c.state.in_(list(states.OPEN))
-            )
-            closed = states.move(
-                conn,
-                states.sub("finished"),
-                submissions.c.id == submission_id,
-                ~still_open,
-                values={"next_poll_at": None},
-            )
-            return closed.won
+            # Nothing open any more: done, or watched while a document is inside its window.
+            return close_or_watch(conn, submission_id, now, watch_interval).won
 
     def adopt(
         self,

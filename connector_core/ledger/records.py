@@ -84,6 +84,7 @@ class SubmittedDocument:
     document_hash: str | None
     issued_at: datetime | None
     state: str
+    document_type: str | None = None
 
 
 @dataclass(frozen=True)
@@ -113,3 +114,19 @@ class DocumentStatusUpdate:
     validation_link: str | None = None
     errors: list[str] = field(default_factory=list)
     error_details: list[dict[str, Any]] = field(default_factory=list)
+    #: For a Valid one: when MyInvois validated it, and until when it is watched (the end of
+    #: its cancellation window plus the margin).
+    validated_at: datetime | None = None
+    watch_until: datetime | None = None
+
+
+@dataclass(frozen=True)
+class WatchEvent:
+    """What a watch poll (Get Submission after Valid) found about one document: a buyer's
+    rejection request (``rejection_requested``) or a cancellation (``cancelled``), with
+    MyInvois's reason and the time it happened."""
+
+    uuid: str
+    state: DocumentState
+    reason: str | None
+    at: datetime | None

@@ -521,6 +521,7 @@ def documents_of(conn, submission_ids: list[int], *, with_content: bool = True) 
                 documents.c.document_hash,
                 documents.c.issued_at,
                 documents.c.state,
+                documents.c.document_type,
             )
             .select_from(_WITH_BODY if with_content else documents)
             .where(documents.c.submission_id.in_(chunk))
@@ -536,6 +537,7 @@ def documents_of(conn, submission_ids: list[int], *, with_content: bool = True) 
                     document_hash=r.document_hash,
                     issued_at=as_utc(r.issued_at),
                     state=r.state,
+                    document_type=r.document_type,
                 )
             )
     return out

@@ -5,6 +5,7 @@ It is split by who writes what, each part one job over the same engine:
 * :attr:`Ledger.intake` — the fetch stage records invoices (:mod:`.intake`);
 * :attr:`Ledger.sends` — claims, submit answers and reconciliation (:mod:`.sends`);
 * :attr:`Ledger.polls` — what Get Submission said (:mod:`.polls`);
+* :attr:`Ledger.watch` — what it said after Valid, while the window is open (:mod:`.watch`);
 * :attr:`Ledger.writeback` — outcomes offered to the ERP (:mod:`.writeback`);
 * :attr:`Ledger.status` — read-only questions (:mod:`.queries`);
 * :attr:`Ledger.journal` — counters and incidents (:mod:`.journal`);
@@ -28,6 +29,7 @@ from connector_core.ledger.journal import Journal
 from connector_core.ledger.polls import Polls
 from connector_core.ledger.queries import Status
 from connector_core.ledger.sends import Sends
+from connector_core.ledger.watch import Watch
 from connector_core.ledger.writeback import WriteBack
 
 
@@ -59,6 +61,7 @@ class Ledger:
         self.intake = Intake(self.engine, sender)
         self.sends = Sends(self.engine, sender)
         self.polls = Polls(self.engine, sender)
+        self.watch = Watch(self.engine, sender)
         self.writeback = WriteBack(self.engine, sender)
         self.status = Status(self.engine, sender)
         self.journal = Journal(self.engine, sender)

@@ -7,7 +7,7 @@ others: it is retried on its own with back-off (``next_report_at``) and named in
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -23,15 +23,21 @@ _OUTCOME_COLUMNS = tuple(
     for name in (
         "source_key", "number", "version", "state", "uuid", "long_id", "validation_link",
         "errors", "error_details", "document_type", "final_at", "fetched_at",
+        "status_reason", "event_at", "watch_until", "cancel_error",
     )
 )  # fmt: skip
+#: States whose document MyInvois may still cancel: their outcome says until when.
+_CANCELLABLE = frozenset({DocumentState.VALID, DocumentState.REJECTION_REQUESTED})
 
 
 class WriteBack(LedgerPart):
     def unreported_outcomes(
-        self, source: str, limit: int, now: datetime | None = None
+        self, source: str, limit: int, now: datetime | None = None, *, watch_margin: timedelta = timedelta(0)
     ) -> list[tuple[int, DocumentOutcome]]:
-        """Final outcomes of ``source`` not yet written back and not waiting out a back-off."""
+        """Final outcomes of ``source`` not yet written back and not waiting out a back-off.
+
+        ``watch_margin``: what the watch adds to the cancellation window (``watch_until`` is
+        its end plus the margin), taken off again for the outcome's ``cancellable_until``."""
         now = now or utcnow()
         with self.engine.connect() as conn:
             rows = conn.execute(
@@ -48,17 +54,25 @@ class WriteBack(LedgerPart):
                 .order_by(documents.c.id)
                 .limit(limit)
             )
-            return [(r.id, outcome_of(r)) for r in rows]
+            return [(r.id, outcome_of(r, watch_margin)) for r in rows]
 
-    def mark_reported(self, doc_ids: Sequence[int]) -> None:
+    def mark_reported(self, doc_ids: Sequence[int], *, offered: Mapping[int, str] | None = None) -> None:
+        """The ERP took these outcomes. ``offered``: the state each one was offered in; a row
+        that moved on meanwhile (the watch found a rejection request, a cancel ended) keeps its
+        news unreported, to be offered next."""
         now = utcnow()
+        by_state: dict[str | None, list[int]] = {}
+        for doc_id in doc_ids:
+            by_state.setdefault(offered.get(doc_id) if offered is not None else None, []).append(doc_id)
         with self.engine.begin() as conn:
-            for chunk in chunks(list(doc_ids)):
-                conn.execute(
-                    update(documents)
-                    .where(documents.c.id.in_(chunk), documents.c.reported_at.is_(None))
-                    .values(reported_at=now, report_attempts=0, report_error=None, next_report_at=None)
-                )
+            for state, ids in by_state.items():
+                same_state = [documents.c.state == state] if state is not None else []
+                for chunk in chunks(ids):
+                    conn.execute(
+                        update(documents)
+                        .where(documents.c.id.in_(chunk), documents.c.reported_at.is_(None), *same_state)
+                        .values(reported_at=now, report_attempts=0, report_error=None, next_report_at=None)
+                    )
 
     def report_failed(self, doc_id: int, error: str, *, first_delay: float, max_delay: float) -> tuple[int, float]:
         """The ERP refused this one outcome: keep why, and offer it again after a back-off that
@@ -106,12 +120,14 @@ class WriteBack(LedgerPart):
             ]
 
 
-def outcome_of(row) -> DocumentOutcome:
+def outcome_of(row, watch_margin: timedelta = timedelta(0)) -> DocumentOutcome:
+    state = DocumentState(row.state)
+    watch_until = as_utc(row.watch_until)
     return DocumentOutcome(
         source_key=row.source_key,
         number=row.number,
         version=row.version,
-        state=DocumentState(row.state),
+        state=state,
         uuid=row.uuid,
         long_id=row.long_id,
         submission_uid=row.submission_uid,
@@ -121,4 +137,26 @@ def outcome_of(row) -> DocumentOutcome:
         document_type=row.document_type,
         final_at=as_utc(row.final_at),
         fetched_at=as_utc(row.fetched_at),
+        reason=row.status_reason,
+        event_at=as_utc(row.event_at),
+        cancellable_until=watch_until - watch_margin if watch_until and state in _CANCELLABLE else None,
+        cancel_error=cancel_advice(row.cancel_error),
     )
+
+
+def cancel_advice(raw: str | None) -> list[str]:
+    """The refusal of our last cancel (``documents.cancel_error``, JSON written by the cancel
+    stage) as the lines the ERP shows: what MyInvois said and what the clerk can do."""
+    if not raw:
+        return []
+    try:
+        error = json.loads(raw)
+    except ValueError:
+        return [raw]
+    if isinstance(error, dict):
+        advice = error.get("advice") or error.get("message") or ""
+        code = error.get("code")
+        return [f"{code}: {advice}" if code else str(advice)] if advice or code else []
+    if isinstance(error, list):
+        return [str(item) for item in error]
+    return [str(error)]

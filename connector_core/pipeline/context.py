@@ -11,6 +11,7 @@ from typing import Any
 from connector_core.contract import Source
 from connector_core.ledger import Ledger
 from connector_core.pipeline.availability import Availability
+from connector_core.pipeline.windows import LifecycleWindows
 from connector_core.plugins import HookFailed, PluginHost
 from connector_core.settings import ProfileSettings, Settings
 
@@ -43,6 +44,9 @@ class PipelineContext:
     #: Profile -> monotonic time before which reconciliation is not tried again: MyInvois could
     #: not be asked (login back-off, throttle) and every in-doubt submission would fail alike.
     reconcile_paused_until: dict[str, float] = field(default_factory=dict)
+    #: How long after validation each document type may be cancelled: read from MyInvois
+    #: once per process (and daily), for the watch after Valid.
+    windows: LifecycleWindows = field(default_factory=LifecycleWindows)
 
     def __post_init__(self) -> None:
         self.availability = Availability(

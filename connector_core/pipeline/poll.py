@@ -31,8 +31,9 @@ from connector_core.api import (
     SubmissionStatus,
 )
 from connector_core.contract import DocumentState
-from connector_core.ledger import DocumentStatusUpdate, SubmissionRecord, SubmittedDocument, utcnow
+from connector_core.ledger import DocumentStatusUpdate, SubmissionRecord, SubmissionState, SubmittedDocument, utcnow
 from connector_core.pipeline.context import PipelineContext
+from connector_core.pipeline.watch import watch_interval, watch_submission, watch_until
 
 log = logging.getLogger("connector_core.pipeline.poll")
 
@@ -57,12 +58,19 @@ def next_poll_delay(ctx: PipelineContext, sub: SubmissionRecord, now: datetime) 
 
 
 def poll_profile(ctx: PipelineContext, profile: str) -> int:
-    """Poll every submission of ``profile`` that is due; return how many were polled."""
+    """Poll every submission of ``profile`` that is due, the watched ones (see
+    :mod:`.watch`) after the others; return how many were polled."""
     settings = ctx.settings.submission
     polled = 0
+    limit = settings.poll_concurrency * 4
     with ThreadPoolExecutor(max_workers=settings.poll_concurrency, thread_name_prefix=f"poll-{profile}") as pool:
         while not ctx.stop.is_set() and ctx.availability.may_try(profile):
-            due = ctx.ledger.polls.submissions_due(profile, utcnow(), limit=settings.poll_concurrency * 4)
+            now = utcnow()
+            due = ctx.ledger.polls.submissions_due(profile, now, limit=limit)
+            if len(due) < limit:
+                # The watch shares Get Submission's budget and takes what normal polling leaves:
+                # the calls of a round are made in this order.
+                due += ctx.ledger.watch.submissions_due(profile, now, limit=limit - len(due))
             if not due:
                 break
             results = list(pool.map(lambda sub: _poll_safely(ctx, profile, sub), due))
@@ -73,8 +81,9 @@ def poll_profile(ctx: PipelineContext, profile: str) -> int:
 
 
 def _poll_safely(ctx: PipelineContext, profile: str, sub: SubmissionRecord) -> bool:
+    watching = sub.state == SubmissionState.WATCHING.value
     try:
-        poll_submission(ctx, profile, sub)
+        (watch_submission if watching else poll_submission)(ctx, profile, sub)
         ctx.availability.reached(profile)
         return True
     except ApiError as exc:
@@ -88,12 +97,12 @@ def _poll_safely(ctx: PipelineContext, profile: str, sub: SubmissionRecord) -> b
         else:
             log.warning("polling submission %s failed (%s); it is polled again next cycle", sub.submission_uid, exc)
         now = utcnow()
-        ctx.ledger.polls.record_poll(
-            sub.id,
-            overall_status=None,
-            updates=[],
-            next_poll_at=now + timedelta(seconds=next_poll_delay(ctx, sub, now)),
-        )
+        retry_at = now + timedelta(seconds=next_poll_delay(ctx, sub, now))
+        if watching:
+            # Never closed on a failed poll: the last poll must have seen the end of the window.
+            ctx.ledger.watch.watch_failed(sub.id, retry_at=min(retry_at, now + watch_interval(ctx)))
+            return False
+        ctx.ledger.polls.record_poll(sub.id, overall_status=None, updates=[], next_poll_at=retry_at)
         return False
 
 
@@ -115,18 +124,21 @@ def poll_submission(ctx: PipelineContext, profile: str, sub: SubmissionRecord) -
             doc = SubmittedDocument(
                 doc.id, doc.number, summary.uuid, None, doc.document_hash, doc.issued_at, DocumentState.SUBMITTED.value
             )
-        if doc is None or DocumentState(doc.state).is_final:
-            continue
+        if doc is None or DocumentState(doc.state).is_final or doc.state == DocumentState.CANCELLING.value:
+            continue  # what happens after Valid is the watch's (see .watch)
         state = _STATE_OF.get(summary.status)
         if state is None:
             continue  # still Submitted
         if state is DocumentState.VALID:
+            validated_at = summary.date_time_validated or utcnow()
             updates.append(
                 DocumentStatusUpdate(
                     summary.uuid,
                     state,
                     long_id=summary.long_id,
                     validation_link=summary.validation_link(ctx.portal_base_url),
+                    validated_at=validated_at,
+                    watch_until=watch_until(ctx, profile, doc, validated_at),
                 )
             )
         elif state is DocumentState.INVALID:
@@ -152,6 +164,7 @@ def poll_submission(ctx: PipelineContext, profile: str, sub: SubmissionRecord) -
         next_poll_at=now + timedelta(seconds=next_poll_delay(ctx, sub, now)),
         found_unnamed=found_unnamed,
         not_in_submission=not_in_submission,
+        watch_interval=watch_interval(ctx),
     )
     ctx.emit("polled", profile=profile, submission_uid=sub.submission_uid, final=len(updates))
 

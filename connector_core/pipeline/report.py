@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
+from datetime import timedelta
 
 from connector_core.contract import DocumentOutcome, DocumentState, Source
 from connector_core.pipeline.context import PipelineContext
@@ -29,7 +30,9 @@ QUIET_STATES = frozenset({DocumentState.VALID, DocumentState.CANCELLED})
 def report_source(ctx: PipelineContext, source: Source) -> int:
     reported = 0
     while not ctx.stop.is_set():
-        pending = ctx.ledger.writeback.unreported_outcomes(source.name, limit=BATCH)
+        pending = ctx.ledger.writeback.unreported_outcomes(
+            source.name, limit=BATCH, watch_margin=timedelta(seconds=ctx.settings.cycles.watch_margin_seconds)
+        )
         if not pending:
             break
         done = _offer(ctx, source, pending)
@@ -57,7 +60,9 @@ def _offer(ctx: PipelineContext, source: Source, pending: list[tuple[int, Docume
         )
         middle = len(pending) // 2
         return _offer(ctx, source, pending[:middle]) + _offer(ctx, source, pending[middle:])
-    ctx.ledger.writeback.mark_reported([doc_id for doc_id, _ in pending])
+    ctx.ledger.writeback.mark_reported(
+        [doc_id for doc_id, _ in pending], offered={doc_id: outcome.state.value for doc_id, outcome in pending}
+    )
     outcomes = [outcome for _, outcome in pending]
     for outcome in outcomes:
         elapsed = (

@@ -113,8 +113,12 @@ def test_against_a_separate_simulator_one_login_status_from_get_submission_only_
     stats = httpx.get(f"{simulator.base_url}/_simulator/stats").json()
     assert stats["logins"] == {"demo-taxpayer": 1}
     used = {endpoint for endpoint, by_status in stats["requests"].items() if sum(by_status.values())}
-    # Status only through Get Submission; no per-document polling, no search, no recent.
-    assert used == {"login", "submit", "get_submission"}, stats["requests"]
+    # Status only through Get Submission; no per-document polling, no search, no recent. The
+    # document types are read once per process, for the cancellation window the watch follows:
+    # the list, then each type the validated documents have.
+    assert used == {"login", "submit", "get_submission", "document_types"}, stats["requests"]
+    types = {d.type_code for d in simulator.simulator.store.documents.values() if d.valid}
+    assert sum(stats["requests"]["document_types"].values()) == 1 + len(types)
     assert stats["duplicate_documents"] == 0
     assert set(stats["accepted_by_invoice"].values()) == {1}
     assert len(stats["accepted_by_invoice"]) == 11

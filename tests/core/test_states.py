@@ -190,7 +190,8 @@ def test_the_demo_makes_only_declared_moves(tmp_path, monkeypatch):
         summary = connector.run_once()
     assert summary.finished and summary.counts.get("valid", 0) > 0
     seen = state_log.seen(url)
-    assert ("documents", "submitting", "submitted") in seen and ("submissions", "accepted", "done") in seen
+    # Valid documents are watched for their cancellation window (72 h in the demo): watching, not done.
+    assert ("documents", "submitting", "submitted") in seen and ("submissions", "accepted", "watching") in seen
     assert seen - state_log.DECLARED == set()
 
 

@@ -144,6 +144,7 @@ def make_connector(
     submission: dict[str, Any] | None = None,
     retry: dict[str, Any] | None = None,
     rate_backend: str = "memory",
+    rate_limits: dict[str, Any] | None = None,
     observers: tuple = (),
 ) -> Connector:
     """A connector named ``name`` (its own state directory, hence its own sender name) on the
@@ -153,7 +154,7 @@ def make_connector(
         api_base_url=sim.base_url,
         state_dir=tmp_path / f"connector-{name}",
         ledger={"url": ledger_url},
-        rate_limits={"backend": rate_backend, **_window_of(sim)},
+        rate_limits={"backend": rate_backend, **_window_of(sim), **(rate_limits or {})},
         retry={"read_timeout_s": 10, "base_delay_s": 0.05, "max_delay_s": 0.2, "read_max_attempts": 2, **(retry or {})},
         cycles={
             "first_poll_delay_seconds": 0.0,

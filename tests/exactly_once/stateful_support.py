@@ -52,7 +52,8 @@ RACE_TIMEOUT_SECONDS = 60.0
 FINAL = {s.value for s in FINAL_STATES}
 #: Submissions whose documents may be at MyInvois without the ledger knowing their uuids yet.
 UNRESOLVED = {"in_doubt", "reconciling", "resending", "escalated"}
-CLOSED = {"done", "refused", "not_sent"}
+#: Submissions that hold no claim any more (``watching``: every document final, some watched).
+CLOSED = {"done", "watching", "refused", "not_sent"}
 IN_FLIGHT = {"submitting", "submitted"}
 VALIDATED = {"valid", "changed_after_valid"}
 #: How a row learns that its number is taken: by another ERP row (intake), or by a document

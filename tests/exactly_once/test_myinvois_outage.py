@@ -151,7 +151,8 @@ def test_ten_minutes_of_myinvois_down_write_no_row_and_a_few_lines_then_everythi
         assert {r.status for r in erp.rows.values()} == {"valid"}
         for n in range(5):
             assert len(valid_documents_at_myinvois(sim, f"INV-k{n}")) == 1
-        assert Counter(submission_states(c)) == Counter({"done": len(submission_states(c))})
+        # Every one closed: its documents are Valid, watched for the 72-hour cancellation window.
+        assert Counter(submission_states(c)) == Counter({"watching": len(submission_states(c))})
         ended = [r for r in _lines(caplog) if "reachable again" in r.getMessage()]
         assert len(ended) == 1 and ended[0].levelno == logging.INFO and "'main'" in ended[0].getMessage()
         assert c.ctx.availability.unreachable_for("main") is None

@@ -267,7 +267,8 @@ def test_c_two_connectors_reconciling_at_once_resend_once_and_end_exactly_once(t
         for n in range(3):
             (valid,) = valid_documents_at_myinvois(simulator, f"INV-k{n}")
             assert erp.rows[f"k{n}"].uuid == valid.uuid
-        assert submission_states(a) == ["done"]
+        # Valid, inside the 72-hour cancellation window: the watch follows it.
+        assert submission_states(a) == ["watching"]
 
 
 # --- D. two connectors build the same documents ----------------------------------------------
