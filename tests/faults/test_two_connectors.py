@@ -5,7 +5,8 @@ Two ``myinvois-connector run`` processes (daemons, not ``--once``), each with it
 directory, share everything else: one PostgreSQL ledger, one client id, one Redis rate-limit
 backend, and one ERP (the same SQL staging tables, configured as the same source in both), so
 they really compete for the same pending invoices. MyInvois loses answers, validates slowly and
-indexes its search late, and the test SIGKILLs either daemon at seeded random moments and starts
+indexes its search late (every document hidden from Search until a search has missed one, then
+a lag of a few seconds, so that the reconciliations meet the lag whatever the machine's pace), and the test SIGKILLs either daemon at seeded random moments and starts
 it again at once, as systemd would. The ERP keeps producing invoices meanwhile.
 
 After the faults stop and the daemons have settled (a bounded wait), nothing may be lost (every
@@ -21,12 +22,14 @@ append-only file, or without persistence, so that the restart forgets every wind
 from __future__ import annotations
 
 import random
+import threading
 import time
 import uuid
 from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 
+import httpx
 import pytest
 from sqlalchemy import create_engine, text
 
@@ -62,12 +65,41 @@ FAULTS = {
     "lost_response_rate": {"submit": 0.06, "get_submission": 0.02, "search": 0.05},
     "slow_validation_rate": 0.2,
     "slow_validation_seconds": 2.0,
-    "search_lag_seconds": 2.0,
+    "search_lag_seconds": 3600.0,  # until a search missed a document (SearchCatchesUp), then SEARCH_LAG_SECONDS
 }
+#: How far MyInvois's search index lags once a search has missed a document. A fixed lag of this
+#: size alone hid no document in three runs: the daemons' reconciliations searched later than that.
+SEARCH_LAG_SECONDS = 2.0
 #: Deadlines only a broken connector reaches: getting to the first submission (two start-ups on
 #: a busy machine), and settling once the faults stop.
 START_DEADLINE_SECONDS = 120
 SETTLE_DEADLINE_SECONDS = 180
+
+
+class SearchCatchesUp:
+    """While the daemons run: once a Search has missed a document that MyInvois holds (the
+    simulator's ``search_lag`` count), the index lags only SEARCH_LAG_SECONDS from then on.
+    Stopped before the faults are cleared, so that it never puts a lag back after them."""
+
+    def __init__(self, base_url: str) -> None:
+        self.base_url = base_url
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._watch, name="search-catches-up", daemon=True)
+        self.thread.start()
+
+    def _watch(self) -> None:
+        while not self.done.is_set():
+            try:
+                if h.stats(self.base_url)["faults_injected"].get("search_lag", 0) > 0:
+                    h.update_faults(self.base_url, search_lag_seconds=SEARCH_LAG_SECONDS)
+                    return
+            except httpx.HTTPError:
+                pass
+            self.done.wait(0.2)
+
+    def stop(self) -> None:
+        self.done.set()
+        self.thread.join(timeout=30)
 
 
 class WindowExceeded(AssertionError):
@@ -127,6 +159,7 @@ def _run_two_daemons(tmp_path: Path, ledger_url: str, rate_backend: str, *, seed
             daemons.append(h.Daemon(config, name))
 
         submissions = lambda: h.stats(sim.base_url)["submissions"]  # noqa: E731
+        search = SearchCatchesUp(sim.base_url)
         try:
             for daemon in daemons:
                 daemon.start()
@@ -165,6 +198,7 @@ def _run_two_daemons(tmp_path: Path, ledger_url: str, rate_backend: str, *, seed
             assert submissions_at_kill[0] > 0
 
             # MyInvois behaves again; the daemons finish what the kills and the faults left.
+            search.stop()
             h.clear_faults(sim.base_url)
 
             def settled() -> bool:
@@ -178,6 +212,7 @@ def _run_two_daemons(tmp_path: Path, ledger_url: str, rate_backend: str, *, seed
             for daemon in daemons:
                 assert daemon.stop() == 0, daemon.log_tail()
         finally:
+            search.stop()
             for daemon in daemons:
                 if daemon.running:
                     daemon.kill()
@@ -203,6 +238,8 @@ def _run_two_daemons(tmp_path: Path, ledger_url: str, rate_backend: str, *, seed
             )
         # The submit limit did bind: some window held all it allows.
         assert peaks["submit"][0] == sim_stats["limits"]["submit"] == LIMITS["submit"], peaks
+        # The search lag hid documents from a reconciliation while the faults lasted: the daemons met it.
+        assert sim_stats["faults_injected"].get("search_lag", 0) > 0, sim_stats["faults_injected"]
 
     figures["invoices"] = len(erp.keys)
     print(f"\n== two daemons, one PostgreSQL ledger, {rate_backend.split(':')[0]} limiter ({time.monotonic() - started:.0f} s)")
