@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import csv
 import json
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
+from connector_core.commands.invoices import cancellation_window
+from connector_core.commands.show import timeline
 from connector_core.exitcodes import ExitCode
 from connector_core.ledger import FetchedItem, Ledger
 from tests.commands.conftest import Demo, run_cli
@@ -119,3 +121,65 @@ def test_a_number_used_in_two_sources_lists_both_and_asks_for_the_source(tmp_pat
     chosen = run_cli("--config", str(config), "show", "INV-7", "--source", "shop", "--json", cwd=tmp_path)
     assert chosen.returncode == 0, chosen.stderr
     assert json.loads(chosen.stdout)["source"] == "shop"
+
+
+# --- after Valid: the window and the events the watch and a cancel record ---------------------
+
+
+class _Settings:
+    class cycles:  # noqa: N801 - stands for settings.cycles
+        watch_margin_seconds = 7200.0
+
+
+def _valid_row(**changes):
+    now = datetime.now(UTC).replace(microsecond=0)
+    row = {
+        "version": 1, "state": "valid", "uuid": "U1", "refused_as_batch": False, "report_attempts": 0,
+        "fetched_at": now - timedelta(hours=2), "submitted_at": now - timedelta(hours=2),
+        "validated_at": now - timedelta(hours=1), "final_at": now - timedelta(hours=1),
+        "reported_at": now - timedelta(hours=1), "watch_until": now + timedelta(hours=73),
+        "submission_submission_uid": "S1", "submission_first_sent_at": now - timedelta(hours=2),
+        "submission_sent_at": now - timedelta(hours=2), "next_report_at": None, "report_error": None,
+    }  # fmt: skip
+    row.update(changes)
+    return row
+
+
+def test_the_window_ends_where_the_watch_recorded_it_less_its_margin():
+    row = _valid_row()
+    window = cancellation_window(row, _Settings)
+    assert window == {"until": row["watch_until"] - timedelta(hours=2), "open": True}
+    closed = _valid_row(watch_until=datetime.now(UTC) + timedelta(hours=1))  # inside the margin only
+    assert cancellation_window(closed, _Settings)["open"] is False
+    # Validated before the watch existed: 72 hours after validation.
+    legacy = _valid_row(watch_until=None, validated_at=datetime.now(UTC) - timedelta(hours=80))
+    assert cancellation_window(legacy, _Settings)["open"] is False
+    assert cancellation_window(_valid_row(state="cancelled"), _Settings) is None
+    assert cancellation_window(_valid_row(state="rejection_requested"), _Settings)["open"] is True
+
+
+def test_the_timeline_tells_a_rejection_request_and_a_refused_cancel():
+    now = datetime.now(UTC).replace(microsecond=0)
+    row = _valid_row(
+        state="rejection_requested",
+        status_reason="Wrong quantity on line 2",
+        event_at=now - timedelta(minutes=30),
+        cancel_requested_at=now - timedelta(minutes=10),
+        cancel_reason="Issued twice",
+        cancel_error=json.dumps([{"code": "ActiveReferencingDocuments", "advice": "cancel credit note CN-1 first"}]),
+        reported_at=now - timedelta(minutes=5),
+    )
+    events = [e["event"] for e in timeline([row])]
+    assert events == [
+        "fetched from the ERP",
+        "sent to MyInvois in submission S1",
+        "accepted for validation as document U1",
+        "validated by MyInvois",
+        "final: valid",
+        "rejection requested by the buyer: Wrong quantity on line 2",
+        "cancel requested: Issued twice",
+        "cancel refused: cancel credit note CN-1 first",
+        "written back to the ERP as rejection requested",
+    ]
+    cancelled = _valid_row(state="cancelled", status_reason="Issued in error", event_at=now)
+    assert "cancelled at MyInvois: Issued in error" in [e["event"] for e in timeline([cancelled])]
