@@ -100,3 +100,10 @@ def test_the_export_reads_through_a_server_side_cursor_on_postgresql(postgres_ur
         with ledger.engine.begin() as conn:
             conn.execute(text("DROP TABLE IF EXISTS alembic_version"))
         ledger.close()
+
+
+def test_export_without_a_ledger_is_empty_and_creates_nothing(tmp_path):
+    result = run_cli("export", "--since", "2026-11-01", "--until", "2026-11-30", "--format", "json", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "[]\n" and "No ledger yet at sqlite:///var/ledger.sqlite" in result.stderr
+    assert list(tmp_path.iterdir()) == []
