@@ -121,7 +121,8 @@ def _retry(ledger: Ledger, settings, ref) -> None:
     )
     if item.problems:
         fail(
-            f"invoice {number} is still refused for its content: {'; '.join(item.problems)}; correct it in the ERP "
+            # Each problem names its field and fix (the ERP record, or the profile it is bound to).
+            f"invoice {number} still fails the check before sending: {'; '.join(item.problems)}; correct it "
             "and queue it again",
             ExitCode.REFUSED,
         )

@@ -59,8 +59,8 @@ def test_an_invoice_refused_for_its_content_is_not_retried(demo_run):
     before = json.loads(demo_run.cli("show", "DEMO-INV-1007", "--json").stdout)
     result = demo_run.cli("retry", "DEMO-INV-1007")
     assert result.returncode == ExitCode.REFUSED
-    assert "still refused for its content" in result.stderr and "buyer.phone" in result.stderr
-    assert "correct it in the ERP and queue it again" in result.stderr
+    assert "still fails the check before sending" in result.stderr and "buyer.phone" in result.stderr
+    assert "enter it in international form" in result.stderr  # the fix, with the field
     unreadable = demo_run.cli("retry", "DEMO-INV-1008")
     assert unreadable.returncode == ExitCode.REFUSED
     assert "could not be read from the ERP" in unreadable.stderr and "unit_price" in unreadable.stderr
