@@ -17,6 +17,7 @@ from connector_core.exitcodes import ExitCode
 from connector_core.ledger import Ledger, NoLedgerYet
 from connector_core.ledger.database import as_utc, utcnow
 from connector_core.ledger.lookup import InvoiceRef, Lookup
+from connector_core.ledger.writeback import cancel_advice
 
 D = DocumentState
 #: MyInvois's cancellation window when the ledger has no watch end for a document (validated
@@ -124,14 +125,8 @@ def json_list(text: str | None) -> list[Any]:
 
 
 def cancel_error_lines(text: str | None) -> list[str]:
-    """The last refusal of our cancel, in words: the advice when the ledger kept one."""
-    lines = []
-    for item in json_list(text):
-        if isinstance(item, dict):
-            lines.append(str(item.get("advice") or item.get("message") or json.dumps(item, sort_keys=True)))
-        else:
-            lines.append(str(item))
-    return lines
+    """The last refusal of our cancel, in the words the ERP was given."""
+    return cancel_advice(text)
 
 
 def iso(value: datetime | None) -> str | None:

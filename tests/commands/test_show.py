@@ -166,7 +166,7 @@ def test_the_timeline_tells_a_rejection_request_and_a_refused_cancel():
         event_at=now - timedelta(minutes=30),
         cancel_requested_at=now - timedelta(minutes=10),
         cancel_reason="Issued twice",
-        cancel_error=json.dumps([{"code": "ActiveReferencingDocuments", "advice": "cancel credit note CN-1 first"}]),
+        cancel_error=json.dumps({"code": "ActiveReferencingDocuments", "advice": "cancel credit note CN-1 first"}),
         reported_at=now - timedelta(minutes=5),
     )
     events = [e["event"] for e in timeline([row])]
@@ -178,7 +178,7 @@ def test_the_timeline_tells_a_rejection_request_and_a_refused_cancel():
         "final: valid",
         "rejection requested by the buyer: Wrong quantity on line 2",
         "cancel requested: Issued twice",
-        "cancel refused: cancel credit note CN-1 first",
+        "cancel refused: ActiveReferencingDocuments: cancel credit note CN-1 first",
         "written back to the ERP as rejection requested",
     ]
     cancelled = _valid_row(state="cancelled", status_reason="Issued in error", event_at=now)
