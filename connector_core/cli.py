@@ -454,6 +454,7 @@ def _register_subcommands() -> None:
     main.add_command(simulator_command)
     main.add_command(demo_command)
     _register_invoice_commands()
+    _register_cancel_command()
 
 
 def _register_invoice_commands() -> None:
@@ -464,6 +465,12 @@ def _register_invoice_commands() -> None:
 
     for command in (show_command, history_command, retry_command, export_command):
         main.add_command(command)
+
+
+def _register_cancel_command() -> None:
+    from connector_core.commands.cancel import cancel_command
+
+    main.add_command(cancel_command)
 
 
 _register_subcommands()

@@ -33,6 +33,7 @@ from connector_core.contract import Source
 from connector_core.exitcodes import ExitCode, most_severe
 from connector_core.ledger import Ledger, utcnow
 from connector_core.observability.wiring import FETCH_CYCLE, POLL_CYCLE, Monitoring
+from connector_core.pipeline.cancel import CancelResult, cancel_cycle, cancel_waiting
 from connector_core.pipeline.context import PipelineContext
 from connector_core.pipeline.fetch import FetchFeed, FetchReport, fetch_sources
 from connector_core.pipeline.poll import poll_profile
@@ -52,6 +53,7 @@ class CycleReport:
     polled: int = 0
     reported: int = 0
     duration_s: float = 0.0
+    cancels: list[CancelResult] = field(default_factory=list)
 
 
 @dataclass
@@ -317,6 +319,8 @@ class Connector:
                 for feed in feeds.values():
                     feed.close()
             report.submitted.extend(future.result() for future in running)
+        # The ERP's cancel requests, and cancels recorded earlier (by `cancel` or a lost answer).
+        report.cancels = cancel_cycle(self.ctx, list(self.ctx.sources.values()), profiles)
         # Locally invalid documents are final at once: write them back without waiting for a poll.
         report.reported += self._report_all()
         report.duration_s = time.monotonic() - started
@@ -351,10 +355,14 @@ class Connector:
             self.monitoring.refresh(self.ledger)
 
     def submit_cycle(self, *, skip: AbstractSet[str] = frozenset()) -> list[SubmitReport]:
-        """Send what is pending (documents put back after a failed send) without fetching."""
-        return [
-            submit_profile(self.ctx, p) for p in self._active_profiles() if p not in skip and not self.ctx.stop.is_set()
-        ]
+        """Send what is pending (documents put back after a failed send, cancels not sent yet)
+        without fetching."""
+        profiles = [p for p in self._active_profiles() if p not in skip]
+        reports = [submit_profile(self.ctx, p) for p in profiles if not self.ctx.stop.is_set()]
+        for profile in profiles:
+            if not self.ctx.stop.is_set():
+                cancel_waiting(self.ctx, profile)
+        return reports
 
     def run_once(self, progress: Callable[[Callable[[], dict[str, int]]], None] | None = None) -> RunSummary:
         """Fetch once, then submit, poll and report until every document is final and written

@@ -7,7 +7,9 @@ It is split by who writes what, each part one job over the same engine:
 * :attr:`Ledger.polls` — what Get Submission said (:mod:`.polls`);
 * :attr:`Ledger.watch` — what it said after Valid, while the window is open (:mod:`.watch`);
 * :attr:`Ledger.writeback` — outcomes offered to the ERP (:mod:`.writeback`);
+* :attr:`Ledger.cancels` — our cancellations, before and after the call (:mod:`.cancels`);
 * :attr:`Ledger.status` — read-only questions (:mod:`.queries`);
+* :attr:`Ledger.lookup` — read-only questions about one invoice, and exports (:mod:`.lookup`);
 * :attr:`Ledger.journal` — counters and incidents (:mod:`.journal`);
 * :attr:`Ledger.bodies` — invoice JSON and built bytes, and their pruning (:mod:`.bodies`).
 
@@ -23,9 +25,11 @@ from sqlalchemy.engine import make_url
 
 from connector_core.ledger import migrate
 from connector_core.ledger.bodies import Bodies
+from connector_core.ledger.cancels import Cancels
 from connector_core.ledger.database import make_engine
 from connector_core.ledger.intake import Intake
 from connector_core.ledger.journal import Journal
+from connector_core.ledger.lookup import Lookup
 from connector_core.ledger.polls import Polls
 from connector_core.ledger.queries import Status
 from connector_core.ledger.sends import Sends
@@ -63,7 +67,9 @@ class Ledger:
         self.polls = Polls(self.engine, sender)
         self.watch = Watch(self.engine, sender)
         self.writeback = WriteBack(self.engine, sender)
+        self.cancels = Cancels(self.engine, sender)
         self.status = Status(self.engine, sender)
+        self.lookup = Lookup(self.engine, sender)
         self.journal = Journal(self.engine, sender)
         self.bodies = Bodies(self.engine, sender)
 
