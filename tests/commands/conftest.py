@@ -1,4 +1,4 @@
-"""The demo, run once per module against the in-process simulator, for the commands about one
+"""The demo, run once for this package's tests against the in-process simulator, for the commands about one
 invoice to be asked about: 11 invoices end valid, DEMO-INV-1007 and DEMO-INV-1008 are refused
 before sending (a missing phone and a bad classification code; an unreadable unit price)."""
 
@@ -39,7 +39,7 @@ def write_demo(folder: Path) -> Demo:
     return Demo(folder=folder, config=folder / "demo.toml")
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="package")
 def demo_run(tmp_path_factory) -> Demo:
     demo = write_demo(tmp_path_factory.mktemp("commands") / "demo")
     run = demo.cli("run", "--once")
