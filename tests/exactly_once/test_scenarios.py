@@ -601,6 +601,41 @@ def test_h_stored_bytes_near_the_72_hour_limit_are_never_resent(tmp_path, ledger
         assert "72-hour" in c.ledger.status.escalated_submissions()[0]["reason"]
 
 
+def test_h_an_earlier_invalid_version_of_the_number_is_not_taken_for_a_send_that_never_arrived(tmp_path, ledger_url, simulator):
+    """Reconciliation's issue-time match. Version 1 of an invoice is Invalid at MyInvois;
+    version 2's submit failed with a 5xx before MyInvois processed it (in doubt, never arrived).
+    Search Documents finds version 1 by the number, and an Invalid document cannot be compared
+    byte for byte (Get Document does not return it): only the issue time we stamped tells the
+    two apart. Taking it would write version 1's errors back for version 2, which would never
+    be sent."""
+    erp = MemoryErp()
+    erp.add("k1")
+    with make_connector(tmp_path, ledger_url, simulator, {"erp": erp}) as c:
+        fetch(c)
+        original = submit_stage.utcnow
+        submit_stage.utcnow = lambda: original() + timedelta(hours=1)  # a clock an hour fast: CF322
+        try:
+            submit(c)
+        finally:
+            submit_stage.utcnow = original
+        poll_and_report(c)
+        (first,) = documents_at_myinvois(simulator, "INV-k1")
+        assert erp.rows["k1"].status == "invalid" and erp.rows["k1"].uuid == first.uuid
+
+        erp.edit("k1", requeue=True)  # corrected (and the clock put right)
+        fetch(c)
+        set_faults(simulator, error_rate={"submit": 1.0})  # a 5xx, answered before processing
+        assert submit(c).outcomes == [BatchOutcome.IN_DOUBT]
+        set_faults(simulator, error_rate=0.0)
+        submit(c)  # reconciles: the search sees only version 1, so the identical bytes go again
+        poll_and_report(c)
+        assert c.ledger.journal.counter_values().get("reconciled_resent") == 1
+        assert states_of(c) == [("k1", 1, "invalid"), ("k1", 2, "valid")]
+        (valid,) = valid_documents_at_myinvois(simulator, "INV-k1")
+        assert valid.uuid != first.uuid
+        assert erp.rows["k1"].status == "valid" and erp.rows["k1"].uuid == valid.uuid
+
+
 # --- J. the loser of a claim race ------------------------------------------------------------------
 
 
