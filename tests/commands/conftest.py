@@ -12,6 +12,10 @@ from pathlib import Path
 
 import pytest
 
+# A fresh ledger on SQLite (whose state changes are checked against the state machine),
+# PostgreSQL and MariaDB, as the exactly-once scenarios use.
+from tests.exactly_once.conftest import ledger_url  # noqa: F401
+
 CLI = [sys.executable, "-m", "connector_core.cli"]
 
 

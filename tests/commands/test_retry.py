@@ -66,3 +66,34 @@ def test_an_invoice_refused_for_its_content_is_not_retried(demo_run):
     assert "could not be read from the ERP" in unreadable.stderr and "unit_price" in unreadable.stderr
     assert json.loads(demo_run.cli("show", "DEMO-INV-1007", "--json").stdout) == before  # nothing written
     assert demo_run.cli("retry", "DEMO-INV-0000").returncode == ExitCode.UNKNOWN_INVOICE
+
+
+def test_retry_checks_again_before_the_refusal_was_written_back(ledger_url):
+    """An ERP row set back to pending is looked at again only once its refusal was written
+    back; ``retry`` asks for it before that too (the ERP may be the thing that was down)."""
+    import hashlib
+    from datetime import UTC, datetime
+
+    from connector_core.ledger import BuiltDocument, FetchedItem, Ledger
+
+    item = FetchedItem(source_key="K1", number="INV-1", fingerprint="f" * 64, invoice_json="{}", document_type="01")
+    ledger = Ledger(ledger_url)
+    try:
+        ledger.intake.record_fetched(source="erp", profile="main", items=[item])
+        (pending,) = ledger.sends.pending_documents("main", 10)
+        sent = hashlib.sha256(b"{}").hexdigest()
+        built = BuiltDocument(pending.id, pending.number, pending.fingerprint, "{}", sent, datetime.now(UTC), True)
+        claim = ledger.sends.claim(profile="main", built=[built])
+        ledger.sends.submission_refused(claim.submission_id, ["403 Forbidden"], [])
+        assert ledger.status.find_documents(source="erp")[0]["refused_as_batch"]
+
+        unchanged = ledger.intake.record_fetched(source="erp", profile="main", items=[item])
+        assert unchanged.unchanged == 1 and unchanged.new_versions == 0
+        retried = ledger.intake.record_fetched(source="erp", profile="main", items=[item], retry=True)
+        assert retried.new_versions == 1
+        assert [(d["version"], d["state"]) for d in ledger.status.find_documents(source="erp")] == [
+            (1, "rejected"),
+            (2, "pending"),
+        ]
+    finally:
+        ledger.close()
