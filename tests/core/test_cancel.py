@@ -234,3 +234,17 @@ def test_cancel_while_a_connector_runs_is_recorded_and_sent_by_its_next_cycle(tm
 
     assert status_at_myinvois(simulator, uuids["DEMO-INV-1002"]) == "Cancelled"
     assert [r["status"] for r in outbox(tmp_path) if r["invoice_number"] == "DEMO-INV-1002"] == ["valid", "cancelled"]
+
+
+def test_cancel_refuses_an_in_process_simulator_and_a_bad_reason(tmp_path):
+    text = (REPO / "config" / "demo.toml").read_text().replace('"../var/demo', '"var')
+    text = text.replace('seed_dir = "demo/invoices"', f'seed_dir = "{REPO / "config" / "demo" / "invoices"}"')
+    config = tmp_path / "demo.toml"
+    config.write_text(text)
+
+    result = cli(config, "cancel", "DEMO-INV-1001", "--reason", "Wrong price")
+    assert result.exit_code == ExitCode.CONFIG
+    assert "starts an empty simulator" in result.output and "api_base_url" in result.output
+
+    too_long = cli(config, "cancel", "DEMO-INV-1001", "--reason", "x" * 301)
+    assert too_long.exit_code == ExitCode.CONFIG and "1 to 300 characters (it has 301)" in too_long.output
