@@ -20,7 +20,7 @@ from typing import IO, Any
 
 import click
 
-from connector_core.commands.invoices import describe_url, iso, json_list, lookup, open_ledger
+from connector_core.commands.invoices import describe_url, iso, json_list, open_ledger
 
 #: The export's columns, in order (CSV header, JSON keys).
 COLUMNS = (
@@ -143,7 +143,7 @@ def export_command(env, since_text: str, until_text: str, fmt: str, output: Path
         return
     try:
         with _opened(output) as out:
-            count = write(out, (export_row(row) for row in lookup(ledger).final_between(since, until)))
+            count = write(out, (export_row(row) for row in ledger.lookup.final_between(since, until)))
     finally:
         ledger.close()
     click.echo(

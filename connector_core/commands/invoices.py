@@ -16,7 +16,7 @@ from connector_core.contract import DocumentState
 from connector_core.exitcodes import ExitCode
 from connector_core.ledger import Ledger, NoLedgerYet
 from connector_core.ledger.database import as_utc, utcnow
-from connector_core.ledger.lookup import InvoiceRef, Lookup
+from connector_core.ledger.lookup import InvoiceRef
 from connector_core.ledger.writeback import cancel_advice
 
 D = DocumentState
@@ -34,11 +34,6 @@ def describe_url(url: str) -> str:
 def fail(message: str, code: ExitCode) -> NoReturn:
     click.echo(f"error: {message}", err=True)
     sys.exit(int(code))
-
-
-def lookup(ledger: Ledger) -> Lookup:
-    """The ledger's read-only questions about single invoices."""
-    return Lookup(ledger.engine, ledger.sender)
 
 
 def open_ledger(settings) -> Ledger | None:
@@ -76,7 +71,7 @@ def resolve(ledger: Ledger, settings, invoice: str, source: str | None) -> Invoi
         fail(f"--source {source}: no source of that name in the configuration (sources: {known})", ExitCode.CONFIG)
     sources = [source] if source is not None else sorted(settings.sources)
     profiles = sorted({settings.sources[name].profile for name in sources})
-    found = lookup(ledger).find(invoice, sources=sources, profiles=profiles, source=source)
+    found = ledger.lookup.find(invoice, sources=sources, profiles=profiles, source=source)
     if not found:
         where = f"source {source}" if source else f"sources {', '.join(sources) or '(none configured)'}"
         fail(

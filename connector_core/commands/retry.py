@@ -17,7 +17,7 @@ from typing import Any
 
 import click
 
-from connector_core.commands.invoices import describe_url, fail, json_list, lookup, open_existing_ledger, resolve
+from connector_core.commands.invoices import describe_url, fail, json_list, open_existing_ledger, resolve
 from connector_core.contract import DocumentState
 from connector_core.exitcodes import ExitCode
 from connector_core.ledger import Ledger
@@ -88,7 +88,7 @@ def retry_command(env, invoice: str, source: str | None) -> None:
 
 
 def _retry(ledger: Ledger, settings, ref) -> None:
-    row = lookup(ledger).versions(ref.source, ref.source_key)[-1]
+    row = ledger.lookup.versions(ref.source, ref.source_key)[-1]
     number = row["number"]
     why = refusal(row)
     if why is not None:
@@ -134,7 +134,7 @@ def _retry(ledger: Ledger, settings, ref) -> None:
             f"{settings.cycles.fetch_interval_seconds:g} s, sends it. Ledger: {describe_url(settings.ledger_url())}"
         )
         return
-    latest = lookup(ledger).versions(ref.source, ref.source_key)[-1]
+    latest = ledger.lookup.versions(ref.source, ref.source_key)[-1]
     if latest["state"] == D.LOCALLY_INVALID.value:
         errors = "; ".join(str(e) for e in json_list(latest["errors"]))
         fail(f"invoice {number} is still refused: {errors}", ExitCode.REFUSED)

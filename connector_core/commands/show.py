@@ -17,7 +17,6 @@ from connector_core.commands.invoices import (
     cancellation_window,
     iso,
     json_list,
-    lookup,
     open_existing_ledger,
     resolve,
 )
@@ -184,7 +183,7 @@ def _load(env, invoice: str, source: str | None) -> dict[str, Any]:
     ledger = open_existing_ledger(settings, invoice)
     try:
         ref = resolve(ledger, settings, invoice, source)
-        return describe_invoice(ref, lookup(ledger).versions(ref.source, ref.source_key), settings)
+        return describe_invoice(ref, ledger.lookup.versions(ref.source, ref.source_key), settings)
     finally:
         ledger.close()
 

@@ -21,7 +21,6 @@ from sqlalchemy import create_engine, event, func, select, text
 from connector_core.contract import DocumentState
 from connector_core.ledger import BuiltDocument, DocumentStatusUpdate, FetchedItem, Ledger
 from connector_core.ledger import queries
-from connector_core.ledger.lookup import Lookup
 from connector_core.ledger.schema import documents, metadata
 
 WATCHED = ("documents", "submissions")
@@ -91,7 +90,7 @@ def one_cycle_of_everything(led: Ledger) -> None:
     led.bodies.prune(keep_days=30)
     led.bodies.prune(keep_days=30, now=now + timedelta(days=31))
     # The commands about one invoice (show, history, retry) and export.
-    lookup = Lookup(led.engine, None)
+    lookup = led.lookup
     lookup.find("K1", sources=["s", "t"], profiles=["p"])
     lookup.find("K1", sources=["s"], profiles=["p"], source="s")
     lookup.versions("s", "K1")
