@@ -20,7 +20,7 @@ contract fails here rather than in production.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from types import ModuleType
 
@@ -50,6 +50,8 @@ class ErpStatus:
     long_id: str | None = None
     validation_link: str | None = None
     errors: str | None = None
+    #: After Valid: where the ERP shows the reason of a rejection request or cancellation.
+    reason: str | None = None
 
 
 def valid_outcome(invoice: Invoice, version: int = 1) -> DocumentOutcome:
@@ -224,6 +226,38 @@ class PluginContract:
         shown = read_back(bad_key)
         assert shown.status == "locally_invalid"
         assert field in (shown.errors or "")
+
+    def test_after_valid_a_rejection_request_then_a_cancellation_are_written_back_with_their_reason(
+        self, hook, source, seed_invoices, read_back
+    ):
+        keys = seed_invoices(1)
+        (invoice,) = self.fetch(hook, source)
+        hook.on_invoices_recorded(source=source, source_keys=keys)
+        valid = replace(valid_outcome(invoice), cancellable_until=datetime(2026, 11, 27, 20, 0, tzinfo=UTC))
+        hook.on_submission_result(source=source, outcomes=[valid])
+        assert read_back(keys[0]).status == "valid"
+        requested = replace(
+            valid,
+            state=DocumentState.REJECTION_REQUESTED,
+            reason="Wrong quantity on line 2",
+            event_at=datetime(2026, 11, 25, 9, 30, tzinfo=UTC),
+        )
+        hook.on_submission_result(source=source, outcomes=[requested])
+        shown = read_back(keys[0])
+        assert (shown.status, shown.uuid) == ("rejection_requested", valid.uuid)
+        assert "Wrong quantity on line 2" in (shown.reason or "")
+        hook.on_submission_result(source=source, outcomes=[requested])
+        assert read_back(keys[0]) == shown
+        cancelled = replace(
+            requested,
+            state=DocumentState.CANCELLED,
+            reason="Agreed with the buyer: reissued",
+            event_at=datetime(2026, 11, 25, 11, 0, tzinfo=UTC),
+            cancellable_until=None,
+        )
+        hook.on_submission_result(source=source, outcomes=[cancelled])
+        shown = read_back(keys[0])
+        assert shown.status == "cancelled" and "Agreed with the buyer: reissued" in (shown.reason or "")
 
     def test_an_older_version_never_overwrites_a_newer_outcome(self, hook, source, seed_invoices, read_back):
         keys = seed_invoices(1)

@@ -80,8 +80,13 @@ CREATE TABLE einvoice_header (
     myinvois_submission_uid VARCHAR(64),
     myinvois_updated_at DATETIME(6),
     -- The connector's version of the invoice the status belongs to; an outcome is only written
-    -- over an older version, which makes a repeated write-back harmless.
-    myinvois_version INTEGER
+    -- over an older version (or, after valid, over the same one: rejection_requested,
+    -- cancelled), which makes a repeated write-back harmless.
+    myinvois_version INTEGER,
+    -- After valid: the reason and time of the buyer's rejection request or of the cancellation
+    -- (added in issue 12; an older table gets them with config/sql/add-lifecycle-columns.sql).
+    myinvois_reason TEXT,
+    myinvois_event_at DATETIME(6)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
 
 CREATE INDEX einvoice_header_pending ON einvoice_header (myinvois_status, id);

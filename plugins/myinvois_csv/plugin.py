@@ -48,7 +48,14 @@ OUTBOX_COLUMNS = (
     "submission_uid",
     "errors",
     "final_at",
+    # After Valid: the buyer's or issuer's reason and when it happened (rejection_requested,
+    # cancelled), and until when a valid invoice may still be cancelled.
+    "reason",
+    "event_at",
+    "cancellable_until",
 )
+#: Outboxes created before the three columns above: rows keep that file's columns (warned once).
+_old_outboxes_warned: set[Path] = set()
 SEED_MARKER = ".myinvois-seeded"
 #: Folder beside the outbox that holds a QR code image (PNG) per valid invoice.
 QR_FOLDER = "qr"
@@ -337,29 +344,19 @@ def on_submission_result(source: Source, outcomes: list[DocumentOutcome]):
 
 def _append_outcomes(outbox: Path, outcomes: list[DocumentOutcome]) -> None:
     outbox.parent.mkdir(parents=True, exist_ok=True)
-    already = _outbox_keys(outbox)
-    new_rows = [o for o in outcomes if (o.number, str(o.version), o.state.value) not in already]
-    if not new_rows:
+    header, already = _outbox_header_and_keys(outbox)
+    new = [(o, row) for o, row in ((o, _outbox_row(o)) for o in outcomes) if _key(row) not in already]
+    if not new:
         return
-    write_header = not outbox.exists() or outbox.stat().st_size == 0
+    new_rows = [o for o, _ in new]
+    write_header = header is None
+    columns = list(header or OUTBOX_COLUMNS)
+    _warn_if_old(outbox, columns)
     with outbox.open("a", encoding="utf-8", newline="") as fh:
-        writer = csv.writer(fh)
+        writer = csv.DictWriter(fh, fieldnames=columns, extrasaction="ignore")
         if write_header:
-            writer.writerow(OUTBOX_COLUMNS)
-        for o in new_rows:
-            writer.writerow(
-                [
-                    o.number,
-                    o.version,
-                    o.state.value,
-                    o.uuid or "",
-                    o.long_id or "",
-                    o.validation_link or "",
-                    o.submission_uid or "",
-                    " | ".join(_errors_for_the_clerk(o)),
-                    o.final_at.isoformat(timespec="seconds") if o.final_at else "",
-                ]
-            )
+            writer.writeheader()
+        writer.writerows(row for _, row in new)
         fh.flush()
         # The ledger marks these outcomes reported as soon as we return: make them durable first.
         os.fsync(fh.fileno())
@@ -389,19 +386,63 @@ def _write_qr_images(qr_folder: Path, outcomes: list[DocumentOutcome]) -> None:
         os.replace(partial, target)
 
 
+def _outbox_row(o: DocumentOutcome) -> dict[str, str]:
+    return {
+        "invoice_number": o.number,
+        "version": str(o.version),
+        "status": o.state.value,
+        "uuid": o.uuid or "",
+        "long_id": o.long_id or "",
+        "validation_link": o.validation_link or "",
+        "submission_uid": o.submission_uid or "",
+        "errors": " | ".join(_errors_for_the_clerk(o)),
+        "final_at": _iso(o.final_at),
+        "reason": o.reason or "",
+        "event_at": _iso(o.event_at),
+        "cancellable_until": _iso(o.cancellable_until),
+    }
+
+
+def _iso(moment) -> str:
+    return moment.isoformat(timespec="seconds") if moment else ""
+
+
+def _key(row: dict[str, str]) -> tuple[str, str, str, str]:
+    """What makes a row new: its invoice, version and status, and its errors (a valid invoice
+    whose cancel was refused is written again, with the refusal in ``errors``)."""
+    return (row["invoice_number"], row["version"], row["status"], row.get("errors") or "")
+
+
 def _errors_for_the_clerk(outcome: DocumentOutcome) -> list[str]:
     if outcome.state is DocumentState.CHANGED_AFTER_VALID:
         # In a file the invoice number is the invoice's identity: a new invoice given a used
         # number looks exactly like an edit of the validated one.
         return [*outcome.errors, REUSED_NUMBER_HINT]
+    if outcome.cancel_error:
+        return [*outcome.errors, *(f"cancel refused: {line}" for line in outcome.cancel_error)]
     return outcome.errors
 
 
-def _outbox_keys(outbox: Path) -> set[tuple[str, str, str]]:
-    if not outbox.exists():
-        return set()
+def _outbox_header_and_keys(outbox: Path) -> tuple[list[str] | None, set[tuple[str, str, str, str]]]:
+    """The outbox's header (None for a file not there yet, or empty) and the rows already in it."""
+    if not outbox.exists() or outbox.stat().st_size == 0:
+        return None, set()
     with outbox.open(encoding="utf-8", newline="") as fh:
-        return {(row["invoice_number"], row["version"], row["status"]) for row in csv.DictReader(fh)}
+        reader = csv.DictReader(fh)
+        keys = {_key(row) for row in reader}
+        return list(reader.fieldnames or OUTBOX_COLUMNS), keys
+
+
+def _warn_if_old(outbox: Path, columns: list[str]) -> None:
+    missing = [c for c in OUTBOX_COLUMNS if c not in columns]
+    if missing and outbox not in _old_outboxes_warned:
+        _old_outboxes_warned.add(outbox)
+        log.warning(
+            "outbox %s was created before the columns %s: its rows keep the file's own columns; to get them, "
+            "move the file away (the ERP having read it) and the connector starts a new one with every column",
+            outbox,
+            ", ".join(missing),
+        )
 
 
 def _free_archive_path(options: CsvSourceOptions, path: Path, reserved: set[Path]) -> Path:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import html
 import logging
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 from connector_core.contract import DocumentOutcome, DocumentState
@@ -235,7 +237,10 @@ class OdooSource:
         existing = {
             row["id"]: row
             for row in self.client.execute(
-                "account.move", "search_read", [("id", "in", sorted(by_id))], fields=["name", f.move_version_field]
+                "account.move",
+                "search_read",
+                [("id", "in", sorted(by_id))],
+                fields=["name", f.move_version_field, f.move_status_field],
             )
         }
         for move_id, outcome in sorted(by_id.items()):
@@ -251,7 +256,7 @@ class OdooSource:
             stored_version = int(move.get(f.move_version_field) or 0)
             if stored_version > outcome.version:
                 continue  # a newer version's outcome is already there
-            if stored_version < outcome.version:
+            if stored_version < outcome.version or _moves_on_after_valid(move.get(f.move_status_field), outcome):
                 values: dict[str, Any] = {
                     f.move_status_field: outcome.state.value,
                     f.move_uuid_field: outcome.uuid or False,
@@ -314,6 +319,19 @@ class OdooSource:
             raise
 
 
+#: Outcomes of a validated version: after Valid, the same version moves on to them.
+AFTER_VALID_STATES = frozenset({DocumentState.VALID, DocumentState.REJECTION_REQUESTED, DocumentState.CANCELLED})
+#: Stored statuses such an outcome is written over: those, and a cancel the connector took
+#: (``cancelling``). Not ``cancel_requested``: the user's request waits until the connector reads it.
+VALIDATED_STATUSES = frozenset({*(s.value for s in AFTER_VALID_STATES), "cancelling"})
+
+
+def _moves_on_after_valid(stored_status: Any, outcome: DocumentOutcome) -> bool:
+    """The same version's news after Valid (a rejection request, a cancellation, a cancel
+    refused) is written over its validated status; any other same-version outcome is a repeat."""
+    return outcome.state in AFTER_VALID_STATES and stored_status in VALIDATED_STATUSES
+
+
 def qr_attachment_name(outcome: DocumentOutcome) -> str:
     """The attachment's file name: the invoice number and MyInvois's uuid (a version sent
     again after a cancellation is another document, with its own code)."""
@@ -321,7 +339,15 @@ def qr_attachment_name(outcome: DocumentOutcome) -> str:
 
 
 def chatter_marker(outcome: DocumentOutcome) -> str:
-    return f"MyInvois ref {outcome.source_key}-v{outcome.version}"
+    """What identifies the note of one outcome. After Valid the same version gets a note per
+    piece of news (rejection requested, cancelled, a refused cancel), each its own marker."""
+    marker = f"MyInvois ref {outcome.source_key}-v{outcome.version}"
+    if outcome.state in (DocumentState.REJECTION_REQUESTED, DocumentState.CANCELLED):
+        marker += f" {outcome.state.value}"
+    if outcome.cancel_error:
+        refusal = hashlib.sha256("\n".join(outcome.cancel_error).encode("utf-8")).hexdigest()[:8]
+        marker += f" cancel-refused-{refusal}"
+    return marker
 
 
 def chatter_body(outcome: DocumentOutcome) -> str:
@@ -331,6 +357,26 @@ def chatter_body(outcome: DocumentOutcome) -> str:
         return html.escape(value, quote=False)
 
     marker = f"<p><small>{e(chatter_marker(outcome))}</small></p>"
+    if outcome.cancel_error:
+        advice = "".join(f"<li>{e(line)}</li>" for line in outcome.cancel_error)
+        return (
+            "<p>MyInvois <b>refused to cancel</b> this document; it is still a valid e-invoice.</p>"
+            f"<ul>{advice}</ul>" + _cancellable(outcome, e) + marker
+        )
+    if outcome.state is DocumentState.REJECTION_REQUESTED:
+        when = f" on {e(_moment(outcome.event_at))}" if outcome.event_at else ""
+        return (
+            f"<p>The buyer <b>requested the rejection</b> of this e-invoice in MyInvois{when}.</p>"
+            f"<p>Reason given: {e(outcome.reason or 'none')}</p>"
+            "<p>It stays valid unless you cancel it: agree with the buyer, then cancel it and issue a corrected "
+            "invoice, or keep it.</p>" + _cancellable(outcome, e) + marker
+        )
+    if outcome.state is DocumentState.CANCELLED and (outcome.reason or outcome.event_at):
+        when = f" on {e(_moment(outcome.event_at))}" if outcome.event_at else ""
+        return (
+            f"<p>This document was <b>cancelled</b> in MyInvois{when}. It is no longer a valid e-invoice.</p>"
+            f"<p>Reason given: {e(outcome.reason or 'none')}</p>" + marker
+        )
     if outcome.state is DocumentState.VALID:
         link = e(outcome.validation_link or "")
         href = html.escape(outcome.validation_link or "", quote=True)
@@ -359,6 +405,16 @@ def chatter_body(outcome: DocumentOutcome) -> str:
         + "<p>Correct the document (reset to draft, fix, confirm), then set the MyInvois status field to "
         "<i>pending</i> (or empty): the connector sends it again.</p>" + marker
     )
+
+
+def _moment(at: datetime | None) -> str:
+    return at.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC") if at else ""
+
+
+def _cancellable(outcome: DocumentOutcome, e: Callable[[str], str]) -> str:
+    if not outcome.cancellable_until:
+        return ""
+    return f"<p>It can be cancelled in MyInvois until {e(_moment(outcome.cancellable_until))}.</p>"
 
 
 __all__ = ["DOCUMENT_TYPES", "OdooSource"]

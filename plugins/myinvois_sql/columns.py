@@ -67,6 +67,11 @@ STATUS_COLUMNS = (
 #: header table has it (config/sql/add-qr-column.sql; docs/plugin-sql.md "QR codes").
 QR_COLUMN = "myinvois_qr_png"
 
+#: Optional: after Valid, the reason and time of a buyer's rejection request or of a
+#: cancellation, written when the header table has them (config/sql/add-lifecycle-columns.sql;
+#: docs/plugin-sql.md "After Valid").
+LIFECYCLE_COLUMNS = ("myinvois_reason", "myinvois_event_at")
+
 LINE_DATA_COLUMNS = (
     "line_no",
     "description",
@@ -111,7 +116,7 @@ LINE_REQUIRED = {
 
 
 def staging_tables(
-    header_name: str, line_name: str, schema: str | None, *, qr_column: bool = False
+    header_name: str, line_name: str, schema: str | None, *, qr_column: bool = False, lifecycle_columns: bool = False
 ) -> tuple[Table, Table]:
     """SQLAlchemy Core descriptions of the two staging tables under the configured names.
 
@@ -134,6 +139,11 @@ def staging_tables(
         Column("myinvois_updated_at", DateTime(timezone=True)),
         Column("myinvois_version", Integer),
         *((Column(QR_COLUMN, LargeBinary),) if qr_column else ()),
+        *(
+            (Column("myinvois_reason", Text), Column("myinvois_event_at", DateTime(timezone=True)))
+            if lifecycle_columns
+            else ()
+        ),
     )
     line = Table(
         line_name,

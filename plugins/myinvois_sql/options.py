@@ -48,6 +48,11 @@ QUERY_PARAMETERS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
                 "document_type",
                 # PNG bytes of the validation link's QR code (valid documents; NULL otherwise).
                 "qr_png",
+                # After valid: a rejection request's or cancellation's reason and time, and
+                # until when a valid invoice may still be cancelled.
+                "reason",
+                "event_at",
+                "cancellable_until",
             }
         ),
         frozenset({"source_key"}),

@@ -16,14 +16,21 @@ from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import and_, bindparam, inspect, or_, select, text, update
+from sqlalchemy import Boolean, and_, bindparam, inspect, or_, select, text, update
 from sqlalchemy.engine import Connection, Engine, Result
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from connector_core.contract import DocumentOutcome, DocumentState
 from connector_core.document.qr import qr_png
 from connector_core.model import Invoice, RejectedRecord
-from myinvois_sql.columns import HEADER_DATA_COLUMNS, LINE_DATA_COLUMNS, QR_COLUMN, STATUS_COLUMNS, staging_tables
+from myinvois_sql.columns import (
+    HEADER_DATA_COLUMNS,
+    LIFECYCLE_COLUMNS,
+    LINE_DATA_COLUMNS,
+    QR_COLUMN,
+    STATUS_COLUMNS,
+    staging_tables,
+)
 from myinvois_sql.options import SqlSourceOptions
 from myinvois_sql.rows import build_invoice
 
@@ -34,6 +41,11 @@ PENDING_STATUS = "pending"
 QUEUED_STATUS = "queued"
 #: States of a document valid at MyInvois, whose row carries the QR code of its validation link.
 QR_STATES = frozenset({DocumentState.VALID, DocumentState.REJECTION_REQUESTED})
+#: Outcomes of a validated version: after Valid, the same version moves on to them.
+AFTER_VALID_STATUSES = ("valid", "rejection_requested", "cancelled")
+#: Stored statuses such an outcome is written over: those, and a cancel the connector took
+#: (``cancelling``). Not ``cancel_requested``: the ERP's request waits until the connector reads it.
+VALIDATED_STATUSES = (*AFTER_VALID_STATUSES, "cancelling")
 #: Keys per UPDATE ... WHERE key IN (...): well under every database's parameter limit.
 KEYS_PER_STATEMENT = 500
 
@@ -63,11 +75,30 @@ def _outcome_parameters(outcome: DocumentOutcome, engine: Engine) -> dict[str, A
         "uuid": outcome.uuid,
         "long_id": outcome.long_id,
         "validation_link": outcome.validation_link,
-        "errors": "\n".join(outcome.errors) if outcome.errors else None,
+        "errors": "\n".join(_errors(outcome)) or None,
         "submission_uid": outcome.submission_uid,
         "updated_at": final_at,
         "document_type": outcome.document_type,
+        # After Valid: a rejection request's or cancellation's reason and time; until when a
+        # valid invoice may be cancelled.
+        "reason": outcome.reason,
+        "event_at": _as_column_time(outcome.event_at, engine),
+        "cancellable_until": _as_column_time(outcome.cancellable_until, engine),
     }
+
+
+def _errors(outcome: DocumentOutcome) -> list[str]:
+    return [*outcome.errors, *(f"cancel refused: {line}" for line in outcome.cancel_error)]
+
+
+def _as_column_time(moment: datetime | None, engine: Engine) -> datetime | None:
+    """UTC, whole seconds, without a zone where the column has none (MariaDB, SQLite)."""
+    if moment is None:
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    moment = moment.astimezone(UTC).replace(microsecond=0)
+    return moment if engine.dialect.name == "postgresql" else moment.replace(tzinfo=None)
 
 
 def qr_code_of(outcome: DocumentOutcome) -> bytes | None:
@@ -183,22 +214,49 @@ class StagingStore(_Store):
         self.header, self.line = staging_tables(options.header_table, options.line_table, options.db_schema)
         #: Whether the header table has the optional QR column; looked up on the first write-back.
         self._qr_column: bool | None = None
+        #: Whether it has the optional reason and time columns (LIFECYCLE_COLUMNS), likewise.
+        self._lifecycle_columns: bool | None = None
 
     def _has_qr_column(self) -> bool:
         """Whether the header table has ``myinvois_qr_png`` (config/sql/add-qr-column.sql).
         Looked up once per process: a column added later is used from the next start."""
-        if self._qr_column is None:
-            try:
-                with self.engine.connect() as conn:
-                    columns = inspect(conn).get_columns(self.options.header_table, schema=self.options.db_schema)
-            except SQLAlchemyError as exc:
-                raise self._failure(f"reading the columns of table {self.options.header_table}", exc) from exc
-            self._qr_column = any(column["name"].lower() == QR_COLUMN for column in columns)
-            if self._qr_column:
-                self.header, self.line = staging_tables(
-                    self.options.header_table, self.options.line_table, self.options.db_schema, qr_column=True
-                )
-        return self._qr_column
+        self._read_optional_columns()
+        return bool(self._qr_column)
+
+    def _has_lifecycle_columns(self) -> bool:
+        """Whether the header table has ``myinvois_reason`` and ``myinvois_event_at``
+        (config/sql/add-lifecycle-columns.sql); looked up once per process, as the QR column."""
+        self._read_optional_columns()
+        return bool(self._lifecycle_columns)
+
+    def _read_optional_columns(self) -> None:
+        if self._qr_column is not None:
+            return
+        try:
+            with self.engine.connect() as conn:
+                columns = inspect(conn).get_columns(self.options.header_table, schema=self.options.db_schema)
+        except SQLAlchemyError as exc:
+            raise self._failure(f"reading the columns of table {self.options.header_table}", exc) from exc
+        names = {column["name"].lower() for column in columns}
+        self._lifecycle_columns = set(LIFECYCLE_COLUMNS) <= names
+        if not self._lifecycle_columns:
+            log.warning(
+                "source %r: table %s has no columns %s; rejection requests and cancellations after Valid are "
+                "written as their status only: add them with config/sql/add-lifecycle-columns.sql to keep the "
+                "reason and time too",
+                self.source_name,
+                self.options.header_table,
+                " and ".join(LIFECYCLE_COLUMNS),
+            )
+        self._qr_column = QR_COLUMN in names
+        if self._qr_column or self._lifecycle_columns:
+            self.header, self.line = staging_tables(
+                self.options.header_table,
+                self.options.line_table,
+                self.options.db_schema,
+                qr_column=self._qr_column,
+                lifecycle_columns=self._lifecycle_columns,
+            )
 
     @property
     def where_headers(self) -> str:
@@ -295,15 +353,27 @@ class StagingStore(_Store):
 
     def write_outcomes(self, outcomes: Sequence[DocumentOutcome]) -> None:
         with_qr = self._has_qr_column()
+        with_lifecycle = self._has_lifecycle_columns()
         h = self.header
         # Written only over an older version (or none): repeating an outcome, or receiving an
-        # old version's outcome after a newer one, changes nothing.
+        # old version's outcome after a newer one, changes nothing. After Valid, the same
+        # version moves on (rejection requested, cancelled, a cancel refused): written over
+        # a validated status of the same version.
         statement = (
             update(h)
             .where(
                 and_(
                     h.c.id == bindparam("b_key"),
-                    or_(h.c.myinvois_version.is_(None), h.c.myinvois_version < bindparam("b_version")),
+                    or_(
+                        h.c.myinvois_version.is_(None),
+                        h.c.myinvois_version < bindparam("b_version"),
+                        and_(
+                            h.c.myinvois_version == bindparam("b_version"),
+                            # Equalities, not IN (...): an expanding IN cannot run as an executemany.
+                            or_(*(h.c.myinvois_status == status for status in VALIDATED_STATUSES)),
+                            bindparam("b_after_valid", type_=Boolean),
+                        ),
+                    ),
                 )
             )
             .values(
@@ -316,6 +386,11 @@ class StagingStore(_Store):
                 myinvois_updated_at=bindparam("b_updated_at"),
                 myinvois_version=bindparam("b_version"),
                 **({QR_COLUMN: bindparam("b_qr_png")} if with_qr else {}),
+                **(
+                    {"myinvois_reason": bindparam("b_reason"), "myinvois_event_at": bindparam("b_event_at")}
+                    if with_lifecycle
+                    else {}
+                ),
             )
         )
         rows = []
@@ -325,9 +400,14 @@ class StagingStore(_Store):
                 continue
             params = _outcome_parameters(outcome, self.engine)
             rows.append(
-                {"b_" + name: value for name, value in params.items() if name not in ("number", "document_type")}
-                | {"b_key": keys[0]}
+                {
+                    "b_" + name: value
+                    for name, value in params.items()
+                    if name not in ("number", "document_type", "reason", "event_at", "cancellable_until")
+                }
+                | {"b_key": keys[0], "b_after_valid": outcome.state.value in AFTER_VALID_STATUSES}
                 | ({"b_qr_png": qr_code_of(outcome)} if with_qr else {})
+                | ({"b_reason": params["reason"], "b_event_at": params["event_at"]} if with_lifecycle else {})
             )
         if not rows:
             return

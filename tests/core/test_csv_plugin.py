@@ -126,13 +126,16 @@ class TestCsvPluginContract(PluginContract):
                 rows = [r for r in csv.DictReader(fh) if r["invoice_number"] == source_key]
             if not rows:
                 return ErpStatus(status=None)
-            latest = max(rows, key=lambda r: int(r["version"]))
+            # The last row of the newest version: after valid, a version gets further rows.
+            newest = max(int(r["version"]) for r in rows)
+            latest = [r for r in rows if int(r["version"]) == newest][-1]
             return ErpStatus(
                 status=latest["status"],
                 uuid=latest["uuid"] or None,
                 long_id=latest["long_id"] or None,
                 validation_link=latest["validation_link"] or None,
                 errors=latest["errors"] or None,
+                reason=latest["reason"] or None,
             )
 
         return read

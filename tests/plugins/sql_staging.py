@@ -117,10 +117,11 @@ class StagingErp:
         h = self.header.c
         with self.engine.connect() as conn:
             row = conn.execute(
-                select(h.myinvois_status, h.myinvois_uuid, h.myinvois_long_id, h.myinvois_validation_link, h.myinvois_errors).where(
-                    h.id == int(source_key)
-                )
-            ).one()
+                select(
+                    h.myinvois_status, h.myinvois_uuid, h.myinvois_long_id, h.myinvois_validation_link, h.myinvois_errors,
+                    h.myinvois_reason,
+                ).where(h.id == int(source_key))
+            ).one()  # fmt: skip
         return ErpStatus(*row)
 
     def row(self, source_key: str) -> dict[str, Any]:
@@ -138,6 +139,8 @@ STAGING_AS_QUERIES = {
     "AND (myinvois_status IS NULL OR myinvois_status = 'pending')",
     "write_result": "UPDATE einvoice_header SET myinvois_status = :status, myinvois_uuid = :uuid, "
     "myinvois_long_id = :long_id, myinvois_validation_link = :validation_link, myinvois_errors = :errors, "
-    "myinvois_submission_uid = :submission_uid, myinvois_updated_at = :updated_at, myinvois_version = :version "
-    "WHERE id = :source_key AND (myinvois_version IS NULL OR myinvois_version < :version)",
+    "myinvois_submission_uid = :submission_uid, myinvois_updated_at = :updated_at, myinvois_version = :version, "
+    "myinvois_reason = :reason, myinvois_event_at = :event_at "
+    "WHERE id = :source_key AND (myinvois_version IS NULL OR myinvois_version < :version "
+    "OR (myinvois_version = :version AND myinvois_status IN ('valid', 'rejection_requested', 'cancelled', 'cancelling')))",
 }

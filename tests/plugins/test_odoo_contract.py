@@ -69,6 +69,7 @@ class OdooContract(PluginContract):
                 long_id=move["x_myinvois_long_id"] or None,
                 validation_link=move["x_myinvois_validation_link"] or None,
                 errors=notes or None,
+                reason=notes or None,  # a rejection request's or cancellation's reason is in the note
             )
 
         return read

@@ -1,0 +1,18 @@
+-- Migration for the watch after Valid (issue 12), for staging tables created before it: the reason and time of a
+-- buyer's rejection request or of a cancellation, in the staging header table
+-- (docs/plugin-sql.md "After Valid"). Run the lines of your database once, then restart the
+-- connector. Without these columns the connector still writes myinvois_status
+-- (rejection_requested, cancelled), and logs once that the reason and time are not kept.
+--
+-- myinvois_status needs no change: VARCHAR(20) holds 'rejection_requested'.
+-- Custom queries instead: use the :reason and :event_at parameters in queries.write_result.
+
+-- PostgreSQL:
+--   ALTER TABLE einvoice_header ADD COLUMN myinvois_reason TEXT;
+--   ALTER TABLE einvoice_header ADD COLUMN myinvois_event_at TIMESTAMP WITH TIME ZONE;
+-- MariaDB / MySQL:
+--   ALTER TABLE einvoice_header ADD COLUMN myinvois_reason TEXT;
+--   ALTER TABLE einvoice_header ADD COLUMN myinvois_event_at DATETIME(6);
+-- SQLite:
+--   ALTER TABLE einvoice_header ADD COLUMN myinvois_reason TEXT;
+--   ALTER TABLE einvoice_header ADD COLUMN myinvois_event_at TIMESTAMP;
