@@ -202,6 +202,8 @@ class Cancels(LedgerPart):
                     "final_at": now,
                     "updated_at": now,
                     "cancel_error": None,
+                    # Nothing can happen to it any more: no longer watched (as the watch does).
+                    "watch_until": None,
                     **_REPORT_AGAIN,
                 },
             )
