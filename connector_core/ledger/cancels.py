@@ -243,6 +243,16 @@ class Cancels(LedgerPart):
                 .values(cancel_error=json.dumps(error), **_REPORT_AGAIN)
             )
 
+    def offer_again(self, doc_id: int) -> None:
+        """Write the document's outcome back to the ERP once more (asked to cancel an invoice
+        already cancelled: the ERP hears ``cancelled`` again instead of waiting forever)."""
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(documents)
+                .where(documents.c.id == doc_id, documents.c.reported_at.is_not(None))
+                .values(**_REPORT_AGAIN)
+            )
+
     def check_due_now(self, submission_id: int, now: datetime | None = None) -> None:
         """A cancel's answer was lost: have the watch poll its submission at once, so the ERP
         hears what became of it without waiting for the next watch interval."""

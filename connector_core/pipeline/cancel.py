@@ -404,6 +404,10 @@ def _take(ctx: PipelineContext, source: Source, key: str, reason: str, location:
         ctx.ledger.journal.add_incident("cancel_refused", message, subject=source.name)
         return CancelResult(Verdict.UNKNOWN_INVOICE, None, detail=message)
     result = request_cancel(ctx.ledger, ctx.settings, target, reason)
+    if result.verdict is Verdict.SKIPPED and target.state == D.CANCELLED.value:
+        # The ERP asks again for what is done (it marked the request taken and waits for the
+        # outcome): it hears "cancelled" once more; an outcome already there is not duplicated.
+        ctx.ledger.cancels.offer_again(target.id)
     if result.verdict is Verdict.REFUSED and result.refusal is not None:
         log.warning(
             "source %s: cancel of %s%s refused: %s", source.name, target.describe(), where, result.refusal.advice
