@@ -122,7 +122,14 @@ def poll_submission(ctx: PipelineContext, profile: str, sub: SubmissionRecord) -
             doc = unnamed.pop(summary.internal_id)
             found_unnamed.append((doc.id, summary.uuid))
             doc = SubmittedDocument(
-                doc.id, doc.number, summary.uuid, None, doc.document_hash, doc.issued_at, DocumentState.SUBMITTED.value
+                doc.id,
+                doc.number,
+                summary.uuid,
+                None,
+                doc.document_hash,
+                doc.issued_at,
+                DocumentState.SUBMITTED.value,
+                doc.document_type,  # its cancellation window, once Valid
             )
         if doc is None or DocumentState(doc.state).is_final or doc.state == DocumentState.CANCELLING.value:
             continue  # what happens after Valid is the watch's (see .watch)

@@ -251,3 +251,25 @@ def test_normal_polling_goes_before_the_watch_when_the_budget_is_short(tmp_path,
             # Both normal polls took the budget's two calls; the watch waited for the next window.
             assert set(calls.uids[start : start + 2]) == set(normal)
             assert calls.uids[start + 2 :] == [watched]
+
+
+def test_without_readable_document_types_the_window_is_72_hours_and_the_read_waits_an_hour(tmp_path, ledger_url):
+    erp = OutcomeErp()
+    erp.add("k1")
+    config = SimulatorConfig(
+        seed=12,
+        rate_limits={"profile": "production", "window_seconds": RATE_WINDOW_SECONDS},
+        validation={"delay_seconds": 0.0, "per_document_seconds": 0.0},
+        lifecycle_window_seconds=6.0,
+        faults={"error_rate": {"document_types": 1.0}},
+    )
+    with run_in_thread(config) as sim, connector(tmp_path, ledger_url, sim, erp, interval=1.0) as c:
+        validate(c, erp)
+        until = erp.last("k1").cancellable_until
+        assert until is not None and until - utcnow() > timedelta(hours=71)
+        failed = sum(sim.simulator.stats.requests["document_types"].values())
+        assert failed >= 1
+        erp.add("k2")
+        validate(c, erp)  # validated a moment later: 72 hours too, without asking again
+        assert erp.last("k2").cancellable_until - utcnow() > timedelta(hours=71)
+        assert sum(sim.simulator.stats.requests["document_types"].values()) == failed
