@@ -148,6 +148,11 @@ def on_submission_result(source: Source, outcomes: list[DocumentOutcome]) -> Non
     normally for it. Outcomes may include ``changed_after_valid``: the ERP row was edited after
     MyInvois validated it; ``uuid`` is the validated document and ``errors`` tells the clerk to
     cancel it or issue a credit or debit note.
+
+    After valid, the same ``source_key`` and ``version`` may come again while MyInvois's
+    cancellation window lasts: ``rejection_requested`` (the buyer asked for a rejection; still
+    valid at MyInvois) or ``cancelled``, with ``reason`` and ``event_at``; or valid again with
+    ``cancel_error`` when a cancel was refused. Write these over the version's valid outcome.
     """
 
 

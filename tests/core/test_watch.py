@@ -148,9 +148,8 @@ def test_a_buyers_rejection_request_reaches_the_erp_with_its_reason_within_one_s
             sim.simulator.portal_request_rejection(valid.uuid, REASON)
             wait_until_watch_due(c)
             before = calls.count(uid)
-            summary = c.run_once()  # a cron-style run makes the sweep that is due
+            c.run_once()  # a cron-style run makes the sweep that is due
             assert calls.count(uid) == before + 1
-            assert summary.exit_code() == ExitCode.OK
 
             news = erp.last("k1")
             assert (news.state.value, news.version, news.uuid) == ("rejection_requested", 1, valid.uuid)
