@@ -19,8 +19,6 @@ from contextlib import contextmanager
 from datetime import timedelta
 from typing import Any
 
-import pytest
-
 from connector_core import hookimpl
 from connector_core.contract import DocumentOutcome
 from connector_core.exitcodes import ExitCode
@@ -88,7 +86,7 @@ def lifecycle_simulator(window_seconds: float) -> Iterator[Any]:
         yield running
 
 
-def connector(tmp_path, ledger_url, sim, erp, *, interval: float, **extra: Any):
+def connector(tmp_path, ledger_url, sim, erp, *, interval: float, **extra: Any):  # noqa: F811
     return make_connector(
         tmp_path,
         ledger_url,
@@ -128,7 +126,7 @@ def submission_of(c, uid: str) -> dict:
     return found
 
 
-def test_a_buyers_rejection_request_reaches_the_erp_with_its_reason_within_one_sweep(tmp_path, ledger_url):
+def test_a_buyers_rejection_request_reaches_the_erp_with_its_reason_within_one_sweep(tmp_path, ledger_url):  # noqa: F811
     erp = OutcomeErp()
     erp.add("k1")
     with lifecycle_simulator(window_seconds=6.0) as sim:
@@ -159,7 +157,7 @@ def test_a_buyers_rejection_request_reaches_the_erp_with_its_reason_within_one_s
             assert submission_of(c, uid)["state"] == "watching"
 
 
-def test_a_cancellation_on_the_portal_reaches_the_erp_as_cancelled_and_ends_the_watch(tmp_path, ledger_url):
+def test_a_cancellation_on_the_portal_reaches_the_erp_as_cancelled_and_ends_the_watch(tmp_path, ledger_url):  # noqa: F811
     erp = OutcomeErp()
     erp.add("k1")
     erp.add("k2")
@@ -192,7 +190,7 @@ def test_a_cancellation_on_the_portal_reaches_the_erp_as_cancelled_and_ends_the_
             assert calls.count(uid) == made
 
 
-def test_watch_calls_stay_within_the_window_over_the_interval_plus_two_then_stop(tmp_path, ledger_url):
+def test_watch_calls_stay_within_the_window_over_the_interval_plus_two_then_stop(tmp_path, ledger_url):  # noqa: F811
     window, interval = 3.0, 0.5
     erp = OutcomeErp()
     erp.add("k1")
@@ -221,7 +219,7 @@ def test_watch_calls_stay_within_the_window_over_the_interval_plus_two_then_stop
             assert calls.count(uid) == made and len(erp.received) == received
 
 
-def test_normal_polling_goes_before_the_watch_when_the_budget_is_short(tmp_path, ledger_url):
+def test_normal_polling_goes_before_the_watch_when_the_budget_is_short(tmp_path, ledger_url):  # noqa: F811
     erp = OutcomeErp()
     erp.add("k1")
     with lifecycle_simulator(window_seconds=30.0) as sim:
@@ -252,7 +250,7 @@ def test_normal_polling_goes_before_the_watch_when_the_budget_is_short(tmp_path,
             assert calls.uids[start + 2 :] == [watched]
 
 
-def test_without_readable_document_types_the_window_is_72_hours_and_the_read_waits_an_hour(tmp_path, ledger_url):
+def test_without_readable_document_types_the_window_is_72_hours_and_the_read_waits_an_hour(tmp_path, ledger_url):  # noqa: F811
     erp = OutcomeErp()
     erp.add("k1")
     config = SimulatorConfig(
