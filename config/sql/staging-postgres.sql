@@ -86,7 +86,11 @@ CREATE TABLE einvoice_header (
     -- After valid: the reason and time of the buyer's rejection request or of the cancellation
     -- (added in issue 12; an older table gets them with config/sql/add-lifecycle-columns.sql).
     myinvois_reason TEXT,
-    myinvois_event_at TIMESTAMP WITH TIME ZONE
+    myinvois_event_at TIMESTAMP WITH TIME ZONE,
+    -- Written by the ERP with myinvois_status = 'cancel_requested': why the invoice is to be
+    -- cancelled (docs/plugin-sql.md "Cancelling"; an older table gets it with
+    -- config/sql/cancel-requests.sql).
+    myinvois_cancel_reason VARCHAR(300)
 );
 
 CREATE INDEX einvoice_header_pending ON einvoice_header (myinvois_status, id);

@@ -22,13 +22,14 @@ from sqlalchemy import column, inspect, select, table, text, update
 from sqlalchemy.exc import SQLAlchemyError
 
 from connector_core.contract import CancelRequest
+from myinvois_sql.columns import CANCEL_REQUEST_COLUMNS
 from myinvois_sql.store import QueryStore, StagingStore
 
 log = logging.getLogger("myinvois_sql")
 
 REQUESTED_STATUS = "cancel_requested"
 TAKEN_STATUS = "cancelling"
-REASON_COLUMN = "myinvois_cancel_reason"
+[REASON_COLUMN] = CANCEL_REQUEST_COLUMNS
 #: Requests read per cycle; more wait for the next one.
 PAGE = 500
 

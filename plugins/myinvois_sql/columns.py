@@ -72,6 +72,11 @@ QR_COLUMN = "myinvois_qr_png"
 #: docs/plugin-sql.md "After Valid").
 LIFECYCLE_COLUMNS = ("myinvois_reason", "myinvois_event_at")
 
+#: Optional, written by the ERP: why an invoice whose myinvois_status it set to
+#: 'cancel_requested' is to be cancelled (config/sql/cancel-requests.sql; docs/plugin-sql.md
+#: "Cancelling"). A table without it offers no cancel requests.
+CANCEL_REQUEST_COLUMNS = ("myinvois_cancel_reason",)
+
 LINE_DATA_COLUMNS = (
     "line_no",
     "description",

@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, select, text
+from sqlalchemy import create_engine, inspect, select, text
 
 from connector_core.ledger.schema import documents
 from connector_core.runtime import Connector
@@ -84,13 +84,16 @@ def ask_to_cancel(engine, key: str, reason: str | None) -> None:
         )
 
 
+def cancel_calls(sim) -> int:
+    return sum(sim.simulator.stats.requests.get("cancel", {}).values())
+
+
 def header_status(engine, key: str) -> str:
     with engine.connect() as conn:
         return conn.execute(text("SELECT myinvois_status FROM einvoice_header WHERE id = :k"), {"k": int(key)}).scalar()
 
 
 def test_sql_staging_cancel_requested_status_and_reason_column(tmp_path, simulator, staging, ledger_url):  # noqa: F811
-    add_reason_column(staging)
     erp = StagingErp(staging)
     keys = erp.add(2)
     with connector(tmp_path, simulator, ledger_url, str(staging.url)) as c:
@@ -111,25 +114,36 @@ def test_sql_staging_cancel_requested_status_and_reason_column(tmp_path, simulat
         assert header_status(staging, keys[0]) != "cancel_requested"
         assert header_status(staging, keys[1]) != "cancel_requested"
 
+        # Asked again once cancelled: nothing is sent, and the ERP hears "cancelled" again.
+        ask_to_cancel(staging, keys[0], "Wrong price on line 1")
+        calls = cancel_calls(simulator)
+        c.fetch_and_submit_cycle()
+        assert cancel_calls(simulator) == calls
+        assert header_status(staging, keys[0]) == "cancelled"
 
-def test_sql_staging_without_the_reason_column_offers_no_cancel_requests(tmp_path, simulator, staging, caplog):
+
+def test_sql_staging_table_from_before_the_reason_column_offers_none_until_the_migration_note_ran(
+    tmp_path, simulator, staging, caplog
+):
+    with staging.begin() as conn:  # a table created by the DDL before cancellation existed
+        conn.execute(text("ALTER TABLE einvoice_header DROP COLUMN myinvois_cancel_reason"))
     erp = StagingErp(staging)
     [key] = erp.add(1)
     ledger = f"sqlite:///{tmp_path / 'ledger.sqlite'}"
     with connector(tmp_path, simulator, ledger, str(staging.url)) as c:
         c.run_once()
         with staging.begin() as conn:
-            conn.execute(
-                text("UPDATE einvoice_header SET myinvois_status = 'cancel_requested' WHERE id = :k"), {"k": 1}
-            )
+            conn.execute(text("UPDATE einvoice_header SET myinvois_status = 'cancel_requested' WHERE id = 1"))
         report = c.fetch_and_submit_cycle()
     assert report.cancels == []
     assert ledger_states(ledger)[key][0] == "valid"
     assert "has no column myinvois_cancel_reason" in caplog.text and "cancel-requests.sql" in caplog.text
 
+    add_reason_column(staging)
+    assert "myinvois_cancel_reason" in {column["name"] for column in inspect(staging).get_columns("einvoice_header")}
+
 
 def test_sql_queries_mode_cancel_requests(tmp_path, simulator, staging):
-    add_reason_column(staging)
     erp = StagingErp(staging)
     keys = erp.add(1)
     ledger = f"sqlite:///{tmp_path / 'ledger.sqlite'}"

@@ -16,7 +16,13 @@ from sqlalchemy import MetaData, create_engine, event, inspect, text
 from connector_core.contract import DocumentOutcome, DocumentState, Source
 from connector_core.model import Invoice, RejectedRecord
 from myinvois_sql import plugin
-from myinvois_sql.columns import HEADER_DATA_COLUMNS, LIFECYCLE_COLUMNS, LINE_DATA_COLUMNS, STATUS_COLUMNS
+from myinvois_sql.columns import (
+    CANCEL_REQUEST_COLUMNS,
+    HEADER_DATA_COLUMNS,
+    LIFECYCLE_COLUMNS,
+    LINE_DATA_COLUMNS,
+    STATUS_COLUMNS,
+)
 from myinvois_sql.engines import dispose_all, engine_for
 from myinvois_sql.options import SqlSourceOptions
 from myinvois_sql.store import SqlSourceError
@@ -135,7 +141,7 @@ def _assert_staging_columns(engine):
     inspector = inspect(engine)
     header = [c["name"] for c in inspector.get_columns("einvoice_header")]
     line = [c["name"] for c in inspector.get_columns("einvoice_line")]
-    assert header == ["id", *HEADER_DATA_COLUMNS, *STATUS_COLUMNS, *LIFECYCLE_COLUMNS]
+    assert header == ["id", *HEADER_DATA_COLUMNS, *STATUS_COLUMNS, *LIFECYCLE_COLUMNS, *CANCEL_REQUEST_COLUMNS]
     assert line == ["id", "header_id", *LINE_DATA_COLUMNS]
 
 
