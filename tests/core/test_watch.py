@@ -270,3 +270,36 @@ def test_without_readable_document_types_the_window_is_72_hours_and_the_read_wai
         validate(c, erp)  # validated a moment later: 72 hours too, without asking again
         assert erp.last("k2").cancellable_until - utcnow() > timedelta(hours=71)
         assert sum(sim.simulator.stats.requests["document_types"].values()) == failed
+
+
+def test_a_cron_style_run_once_writes_the_rejection_request_into_the_csv_outbox(tmp_path):
+    """The demo's CSV source and the command line, as a cron user runs them: the first run ends
+    at Valid without waiting for the window, the next run makes the watch poll that is due."""
+    from tests.core.test_end_to_end import demo_config, outbox_rows, run_cli
+
+    config = SimulatorConfig(
+        seed=12,
+        validation={"delay_seconds": 0.0, "per_document_seconds": 0.0},
+        lifecycle_window_seconds=30.0,
+    )
+    with run_in_thread(config) as sim:
+        path = demo_config(tmp_path, api_base_url=sim.base_url)
+        path.write_text(
+            path.read_text().replace(
+                "[cycles]\n", "[cycles]\nwatch_interval_seconds = 1.0\nwatch_margin_seconds = 0.0\n"
+            )
+        )
+        first = run_cli("--config", str(path), "run", "--once", cwd=tmp_path)
+        # Two demo invoices are refused on purpose; the valid ones' watch does not change the code.
+        assert first.returncode == ExitCode.NEEDS_ATTENTION, first.stderr
+        outbox = tmp_path / "var/demo/outbox/results.csv"
+        valid = next(row for row in outbox_rows(outbox) if row["status"] == "valid")
+        assert valid["cancellable_until"] and not valid["reason"]
+        sim.simulator.portal_request_rejection(valid["uuid"], REASON)
+        time.sleep(1.1)  # the watch interval
+        second = run_cli("--config", str(path), "run", "--once", cwd=tmp_path)
+        assert second.returncode == ExitCode.NEEDS_ATTENTION, second.stderr
+        news = [row for row in outbox_rows(outbox) if row["uuid"] == valid["uuid"]]
+        assert [(row["status"], row["version"]) for row in news] == [("valid", "1"), ("rejection_requested", "1")]
+        assert news[1]["reason"] == REASON and news[1]["event_at"]
+        assert news[1]["invoice_number"] == valid["invoice_number"]
