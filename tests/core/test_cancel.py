@@ -134,8 +134,12 @@ def test_cancel_after_the_window_surfaces_operation_period_over_once_and_is_not_
     assert result.exit_code == ExitCode.REFUSED, result.output
     assert "OperationPeriodOver" in result.output and "issue a credit note instead" in result.output
     assert status_at_myinvois(simulator, uuids["DEMO-INV-1002"]) == "Valid"
-    # The refusal is kept for the ERP (cancel_error, offered again); more cycles send nothing again.
+    # The ERP hears the refusal with its advice (the invoice's row again, the advice in errors).
     assert "issue a credit note instead" in cancel_errors(ledger_url)["DEMO-INV-1002"]
+    rows = [r for r in outbox(tmp_path) if r["invoice_number"] == "DEMO-INV-1002"]
+    assert [r["status"] for r in rows] == ["valid", "valid"]
+    assert "OperationPeriodOver" in rows[1]["errors"] and "issue a credit note instead" in rows[1]["errors"]
+    # More cycles send nothing again.
     assert cli(config, "run", "--once").exit_code == ExitCode.OK
     assert cancel_calls(simulator) == 1
 
@@ -170,6 +174,8 @@ def test_cancelling_an_invoice_a_credit_note_references_names_the_note(tmp_path,
     assert result.exit_code == ExitCode.REFUSED, result.output
     assert "ActiveReferencingDocuments" in result.output
     assert f"DEMO-CN-2001 (uuid {note_uuid})" in result.output and "cancel that note first" in result.output
+    refused = [r for r in outbox(tmp_path) if r["invoice_number"] == "DEMO-INV-1001" and r["errors"]]
+    assert refused and "DEMO-CN-2001" in refused[-1]["errors"]
     assert status_at_myinvois(simulator, uuids["DEMO-INV-1001"]) == "Valid"
 
 
