@@ -152,6 +152,8 @@ class Watch(LedgerPart):
                     "status_reason": bindparam("b_reason"),
                     "event_at": bindparam("b_at"),
                     "updated_at": now,
+                    # The news replaces an earlier refused cancel's advice, already written back.
+                    "cancel_error": None,
                     **_REPORT_AGAIN,
                 }
                 if state is D.CANCELLED:

@@ -11,6 +11,7 @@ simulator, per submission uid.
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections import Counter
@@ -19,10 +20,13 @@ from contextlib import contextmanager
 from datetime import timedelta
 from typing import Any
 
+from sqlalchemy import update
+
 from connector_core import hookimpl
 from connector_core.contract import DocumentOutcome
 from connector_core.exitcodes import ExitCode
 from connector_core.ledger import utcnow
+from connector_core.ledger.schema import documents
 from connector_core.pipeline.fetch import fetch_source
 from connector_core.pipeline.poll import poll_profile
 from connector_core.pipeline.report import report_source
@@ -167,6 +171,13 @@ def test_a_cancellation_on_the_portal_reaches_the_erp_as_cancelled_and_ends_the_
             validate(c, erp)
             first, second = erp.last("k1"), erp.last("k2")
             uid = first.submission_uid
+            # An earlier cancel of the second one was refused (its advice already written back).
+            with c.ledger.engine.begin() as conn:
+                conn.execute(
+                    update(documents)
+                    .where(documents.c.uuid == second.uuid)
+                    .values(cancel_error=json.dumps({"code": "IncorrectState", "advice": "try again later"}))
+                )
             sim.simulator.portal_request_rejection(first.uuid, REASON)
             wait_until_watch_due(c)
             sweep(c)
@@ -180,6 +191,7 @@ def test_a_cancellation_on_the_portal_reaches_the_erp_as_cancelled_and_ends_the_
                 news = erp.last(key)
                 assert (news.state.value, news.reason) == ("cancelled", reason)
                 assert news.event_at is not None and news.cancellable_until is None
+                assert news.cancel_error == []  # the news replaces the old refusal
                 assert erp.rows[key].status == "cancelled"
             # Nothing of it can change any more: the watch is over at once, no further call.
             assert submission_of(c, uid)["state"] == "done"
