@@ -320,7 +320,11 @@ class Connector:
                     feed.close()
             report.submitted.extend(future.result() for future in running)
         # The ERP's cancel requests, and cancels recorded earlier (by `cancel` or a lost answer).
-        report.cancels = cancel_cycle(self.ctx, list(self.ctx.sources.values()), profiles)
+        # A source whose fetch failed is not asked for them too: one failure per source and
+        # cycle is reported, not two; the next cycle asks both again.
+        unreadable = {r.source for r in report.fetched if r.failed}
+        readable = [s for s in self.ctx.sources.values() if s.name not in unreadable]
+        report.cancels = cancel_cycle(self.ctx, readable, profiles)
         # Locally invalid documents are final at once: write them back without waiting for a poll.
         report.reported += self._report_all()
         report.duration_s = time.monotonic() - started

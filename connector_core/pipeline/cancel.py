@@ -416,7 +416,8 @@ def _take(ctx: PipelineContext, source: Source, key: str, reason: str, location:
 
 
 def cancel_cycle(ctx: PipelineContext, sources: list[Source], profiles: list[str]) -> list[CancelResult]:
-    """One cycle's cancellation: the ERP's requests recorded, then every waiting cancel sent."""
+    """One cycle's cancellation: the ERP's requests of ``sources`` recorded, then every waiting
+    cancel of ``profiles`` sent."""
     results: list[CancelResult] = []
     for source in sources:
         if ctx.stop.is_set():

@@ -178,7 +178,8 @@ def test_plugins_command_lists_builtin_plugins_and_their_hooks(tmp_path):
     assert {"csv", "sql", "odoo"} <= set(plugins)
     assert plugins["csv"]["kinds"] == ["csv"]
     assert set(plugins["csv"]["hooks"]) == {
-        "register_source_kinds", "fetch_pending_invoices", "on_invoices_recorded", "on_submission_result", "check_source",
+        "register_source_kinds", "fetch_pending_invoices", "on_invoices_recorded", "fetch_cancel_requests",
+        "on_submission_result", "check_source",
     }  # fmt: skip
     assert plugins["csv"]["distribution"] == "myinvois-connector"
 
