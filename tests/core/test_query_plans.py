@@ -95,6 +95,19 @@ def one_cycle_of_everything(led: Ledger) -> None:
     lookup.find("K1", sources=["s"], profiles=["p"], source="s")
     lookup.versions("s", "K1")
     list(lookup.final_between(now - timedelta(days=1), now + timedelta(days=1)))
+    # A cancel: a request recorded, the stage's read of what waits (every cycle), its attempt,
+    # a refusal, and the advice's look-up of the notes' numbers.
+    cancels = led.cancels
+    target = cancels.target("s", "K0")
+    assert target is not None and cancels.request(target.id, "wrong price")
+    [waiting] = cancels.waiting("p")
+    assert cancels.claim_attempt(waiting)
+    cancels.get(waiting.id)
+    cancels.numbers_of(["U-K2"])
+    cancels.check_due_now(sub, now)
+    assert cancels.refused(waiting.id, {"code": "OperationPeriodOver", "advice": "issue a credit note instead"})
+    cancels.refused_locally(waiting.id, {"code": "OperationPeriodOver", "advice": "issue a credit note instead"})
+    cancels.offer_again(waiting.id)
 
 
 def captured_statements(led: Ledger) -> list[tuple[str, object]]:
