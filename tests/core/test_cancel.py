@@ -117,6 +117,8 @@ def test_cancel_within_the_window_ends_cancelled_at_myinvois_and_in_the_erp(tmp_
     again = cli(config, "cancel", "DEMO-INV-1002", "--reason", "Wrong quantity on line 1")
     assert again.exit_code == ExitCode.OK and "already cancelled" in again.output
     assert cancel_calls(simulator) == 1
+    unknown = cli(config, "cancel", "DEMO-INV-9999", "--reason", "Wrong quantity on line 1")
+    assert unknown.exit_code == ExitCode.UNKNOWN_INVOICE and "DEMO-INV-9999" in unknown.output
 
 
 def test_cancel_after_the_window_surfaces_operation_period_over_once_and_is_not_retried(
