@@ -15,6 +15,7 @@ import threading
 from datetime import datetime, timedelta
 
 from connector_core.api import ApiError, MyInvoisClient, workflow_hours
+from connector_core.ledger import utcnow
 
 log = logging.getLogger("connector_core.pipeline.windows")
 
@@ -41,10 +42,12 @@ class LifecycleWindows:
         self._windows: dict[str, tuple[timedelta, datetime]] = {}
         self._failed_at: datetime | None = None
 
-    def window(self, client: MyInvoisClient, type_code: str | None, now: datetime) -> timedelta:
-        """How long after validation a document of ``type_code`` may be cancelled or rejected."""
+    def window(self, client: MyInvoisClient, type_code: str | None, validated_at: datetime) -> timedelta:
+        """How long after validation a document of ``type_code``, validated at
+        ``validated_at``, may be cancelled or rejected."""
         if not type_code:
             return DEFAULT_WINDOW
+        now = utcnow()  # the cache's clock; the parameters in force are those at validation
         with self._lock:
             known = self._windows.get(type_code)
             if known is not None and now - known[1] < REFRESH:
@@ -52,7 +55,7 @@ class LifecycleWindows:
             if self._failed_at is not None and now - self._failed_at < RETRY_AFTER_FAILURE:
                 return known[0] if known is not None else DEFAULT_WINDOW
             try:
-                window = self._read(client, type_code, now)
+                window = self._read(client, type_code, now, validated_at)
             except ApiError as exc:
                 self._failed_at = now
                 log.warning(
@@ -67,7 +70,7 @@ class LifecycleWindows:
             self._windows[type_code] = (window, now)
             return window
 
-    def _read(self, client: MyInvoisClient, type_code: str, now: datetime) -> timedelta:
+    def _read(self, client: MyInvoisClient, type_code: str, now: datetime, validated_at: datetime) -> timedelta:
         if self._ids_read_at is None or now - self._ids_read_at >= REFRESH or type_code not in self._ids:
             self._ids = {t.type_code: t.id for t in client.get_document_types()}
             self._ids_read_at = now
@@ -76,7 +79,7 @@ class LifecycleWindows:
             log.warning("Get Document Types lists no type %s; its cancellation window is taken as 72 hours", type_code)
             return DEFAULT_WINDOW
         body = client.get_document_type(type_id)
-        hours = [h for h in (workflow_hours(body, name, now) for name in PARAMETERS) if h is not None]
+        hours = [h for h in (workflow_hours(body, name, validated_at) for name in PARAMETERS) if h is not None]
         if not hours:
             log.warning("document type %s carries no cancellation window; 72 hours are assumed", type_code)
             return DEFAULT_WINDOW
