@@ -32,6 +32,28 @@ _RESTART_HINT = {
 }
 
 
+#: Tests that start several processes (daemons, a simulator server, redis-servers) and load
+#: both cores by themselves. They form one xdist group, so they run one after another on one
+#: worker, never two at once, while the other worker takes the rest of the suite.
+HEAVY = ("tests/faults/", "tests/test_benchmark_smoke.py")
+#: Modules whose tests share one costly fixture (a wheel build, a pip install, a demo run),
+#: scoped to the session: each such module stays on one worker, so the fixture is made once.
+SHARED_FIXTURE = ("tests/test_packaging.py", "tests/test_out_of_tree_plugin.py", "tests/commands/")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    root = Path(str(config.rootpath))
+    for item in items:
+        where = Path(str(item.path)).relative_to(root).as_posix()
+        if where.startswith(HEAVY):
+            item.add_marker(pytest.mark.xdist_group("heavy"))
+        else:
+            for prefix in SHARED_FIXTURE:
+                if where.startswith(prefix):
+                    item.add_marker(pytest.mark.xdist_group(prefix))
+
+
 def _port_open(port: int) -> bool:
     with socket.socket() as s:
         s.settimeout(0.5)

@@ -25,14 +25,14 @@ EXAMPLE = ROOT / "docs" / "examples" / "myinvois-plugin-jsonl"
 CLI = Path(sys.executable).parent / "myinvois-connector"
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def example_copy(tmp_path_factory) -> Path:
     """A copy of the example folder: a build writes build/ and *.egg-info next to the sources,
     and a run of the sample writes var/."""
     return tmp_path_factory.mktemp("src") / EXAMPLE.name
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def installed(tmp_path_factory, example_copy) -> Path:
     """The example installed with pip into a folder of its own; returns that folder."""
     target = tmp_path_factory.mktemp("site")

@@ -49,7 +49,7 @@ NOT_SHIPPED = re.compile(r"(^|/)(__pycache__|\.mypy_cache|\.ruff_cache)(/|$)|\.p
 NOT_COPIED = shutil.ignore_patterns(".git", ".venv", "var", "build", "dist", "*.egg-info", "__pycache__", ".*_cache", ".hypothesis")
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def dist(tmp_path_factory) -> dict[str, Path]:
     """The sdist and the wheel, built by ``python -m build`` into a temporary folder.
 

@@ -43,7 +43,7 @@ def write_demo(folder: Path) -> Demo:
     return Demo(folder=folder, config=folder / "demo.toml")
 
 
-@pytest.fixture(scope="package")
+@pytest.fixture(scope="session")
 def demo_run(tmp_path_factory) -> Demo:
     demo = write_demo(tmp_path_factory.mktemp("commands") / "demo")
     run = demo.cli("run", "--once")

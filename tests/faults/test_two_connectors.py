@@ -14,9 +14,11 @@ ERP invoice final and written back), nothing duplicated (one Valid document per 
 uuid the ERP row holds), and no rate window exceeded: the simulator's highest requests per
 window stay within LHDN's limits, and every 429 it gave was an injected one.
 
-The second test also kills and restarts the Redis the daemons share as their rate backend,
-while both send: a throw-away redis-server of its own (never the shared one on 6379), with an
-append-only file, or without persistence, so that the restart forgets every window.
+Besides the SIGKILLs, the test kills and restarts the Redis the daemons share as their rate
+backend, while both send: a throw-away redis-server of its own (never the shared one on 6379),
+with an append-only file, or without persistence, so that the restart forgets every window.
+(A run with the kills alone once stood beside these two; every condition it had is in both, so
+it went, for the suite's time.)
 """
 
 from __future__ import annotations
@@ -252,11 +254,6 @@ def _run_two_daemons(tmp_path: Path, ledger_url: str, rate_backend: str, *, seed
     print("   faults injected: " + ", ".join(f"{k} {v}" for k, v in sorted(sim_stats["faults_injected"].items())))
     print("   ledger counters: " + ", ".join(f"{k} {v}" for k, v in sorted(counters.items())))
     return figures
-
-
-def test_two_daemons_on_one_ledger_killed_at_random_lose_and_duplicate_nothing(tmp_path: Path, ledger_url: str, redis_url: str):
-    figures = _run_two_daemons(tmp_path, ledger_url, redis_url, seed=21)
-    assert figures["valid"] == figures["invoices"] - INVALID, figures
 
 
 @pytest.mark.parametrize(
