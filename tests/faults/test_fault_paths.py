@@ -54,11 +54,12 @@ RESEND_DEADLINE_SECONDS = 120.0
 #: What the connector's ledger shows once it had MyInvois's answer to a re-send: a 422 counted
 #: (duplicate submission), or a submission it reconciled now accepted (while the search sees
 #: nothing, only a re-send's 202 can have done that; its DS302 documents are then polled and
-#: the earlier ones adopted). Simulator figures would not do: a re-send whose 202 is lost too
-#: reaches MyInvois but not the connector, which later finds the original and adopts nothing.
+#: the earlier ones adopted), or past that: done, or watching while a document of it is valid
+#: inside its cancellation window. Simulator figures would not do: a re-send whose 202 is lost
+#: too reaches MyInvois but not the connector, which later finds the original and adopts nothing.
 ANSWERED_RESEND = text(
     "SELECT (SELECT count(*) FROM counters WHERE name = 'duplicate_submission_answers' AND value > 0)"
-    " + (SELECT count(*) FROM submissions WHERE reconcile_attempts > 0 AND state IN ('accepted', 'done'))"
+    " + (SELECT count(*) FROM submissions WHERE reconcile_attempts > 0 AND state IN ('accepted', 'watching', 'done'))"
 )
 
 
