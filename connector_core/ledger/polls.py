@@ -76,7 +76,14 @@ class Polls(LedgerPart):
             # Updates that set the same columns share one executemany (a poll of a valid
             # submission is a single statement); an UPDATE per document cost a statement build per row.
             by_columns: dict[tuple[str, tuple[str, ...]], list[dict[str, Any]]] = {}
+            # Each update finds its row by primary key: by uuid and owner alone, SQLite (no
+            # statistics) read the submission's whole index range for every row, a hundred
+            # rows per update. A uuid not among the submission's submitted documents would not
+            # move anyway: the compare-and-set below still names uuid, state and owner.
+            ids = _submitted_ids(conn, submission_id) if updates else {}
             for u in updates:
+                if u.uuid not in ids:
+                    continue
                 values: dict[str, Any] = {"updated_at": now, "final_at": now}
                 if u.long_id:
                     values["long_id"] = u.long_id
@@ -90,11 +97,14 @@ class Polls(LedgerPart):
                     values["errors"] = json.dumps(u.errors)
                     values["error_details"] = json.dumps(u.error_details)
                 key = (_BY_STATE[u.state], tuple(values))
-                by_columns.setdefault(key, []).append({"b_uuid": u.uuid, **{f"b_{k}": v for k, v in values.items()}})
+                by_columns.setdefault(key, []).append(
+                    {"b_id": ids[u.uuid], "b_uuid": u.uuid, **{f"b_{k}": v for k, v in values.items()}}
+                )
             for (name, columns), rows in by_columns.items():
                 states.move(
                     conn,
                     states.doc(name),
+                    documents.c.id == bindparam("b_id"),
                     documents.c.uuid == bindparam("b_uuid"),
                     owner=submission_id,
                     values={column: bindparam(f"b_{column}") for column in columns},
@@ -194,3 +204,16 @@ class Polls(LedgerPart):
                 .where(documents.c.id == doc_id)
             ).first()
             return (row.document, row.document_hash) if row else (None, None)
+
+
+def _submitted_ids(conn, submission_id: int) -> dict[str, int]:
+    """uuid -> id of the submission's documents waiting for their outcome."""
+    return {
+        r.uuid: r.id
+        for r in conn.execute(
+            select(documents.c.uuid, documents.c.id).where(
+                documents.c.submission_id == submission_id, documents.c.state == D.SUBMITTED.value
+            )
+        )
+        if r.uuid is not None
+    }
