@@ -33,25 +33,39 @@ _RESTART_HINT = {
 
 
 #: Tests that start several processes (daemons, a simulator server, redis-servers) and load
-#: both cores by themselves. They form one xdist group, so they run one after another on one
-#: worker, never two at once, while the other worker takes the rest of the suite.
+#: both cores by themselves. They form one unit of work for pytest-xdist, so they run one after
+#: another on one worker, never two at once, while the other worker takes the rest of the suite.
 HEAVY = ("tests/faults/", "tests/test_benchmark_smoke.py")
 #: Modules whose tests share one costly fixture (a wheel build, a pip install, a demo run),
-#: scoped to the session: each such module stays on one worker, so the fixture is made once.
+#: scoped to the session: each such module is one unit too, so the fixture is made once.
 SHARED_FIXTURE = ("tests/test_packaging.py", "tests/test_out_of_tree_plugin.py", "tests/commands/")
 
 
-@pytest.hookimpl(tryfirst=True)
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    root = Path(str(config.rootpath))
-    for item in items:
-        where = Path(str(item.path)).relative_to(root).as_posix()
-        if where.startswith(HEAVY):
-            item.add_marker(pytest.mark.xdist_group("heavy"))
-        else:
-            for prefix in SHARED_FIXTURE:
-                if where.startswith(prefix):
-                    item.add_marker(pytest.mark.xdist_group(prefix))
+def xdist_unit(nodeid: str) -> str:
+    """The unit of work a test belongs to: ``heavy``, a shared-fixture module, or itself."""
+    if nodeid.startswith(HEAVY):
+        return "heavy"
+    return next((prefix for prefix in SHARED_FIXTURE if nodeid.startswith(prefix)), nodeid)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log):
+    """``--dist loadgroup`` (pyproject's addopts) with the units above.
+
+    Not by ``xdist_group`` markers: pytest-xdist 3.8 groups them by rewriting ``item._nodeid``,
+    which pytest 9.2 no longer reads, so marked tests were spread over both workers (seen:
+    the benchmark smoke test's fixture ran on each). The scheduler groups by node id itself."""
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class SuiteUnits(LoadScopeScheduling):
+        # Units are queued largest first (xdist's default reordering), so the heavy unit
+        # starts at once and the other worker drains the many small ones beside it.
+        def _split_scope(self, nodeid: str) -> str:
+            return xdist_unit(nodeid)
+
+    return SuiteUnits(config, log)
 
 
 def _port_open(port: int) -> bool:
