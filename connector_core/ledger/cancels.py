@@ -28,6 +28,7 @@ from sqlalchemy.engine import Connection
 from connector_core.contract import DocumentState
 from connector_core.ledger import states
 from connector_core.ledger.database import LedgerPart, as_utc, utcnow
+from connector_core.ledger.journal import FINAL_STATE_LEFT, increment_in
 from connector_core.ledger.schema import documents, submissions
 
 D = DocumentState
@@ -145,6 +146,8 @@ class Cancels(LedgerPart):
                     "updated_at": now,
                 },
             )
+            if moved.won:
+                increment_in(conn, FINAL_STATE_LEFT)
         return moved.won
 
     def waiting(self, profile: str, limit: int = 100) -> list[CancelTarget]:
@@ -207,6 +210,8 @@ class Cancels(LedgerPart):
                     **_REPORT_AGAIN,
                 },
             )
+            if moved.won:
+                increment_in(conn, FINAL_STATE_LEFT)
         return moved.won
 
     def refused(self, doc_id: int, error: dict[str, Any], now: datetime | None = None) -> bool:
@@ -231,6 +236,9 @@ class Cancels(LedgerPart):
                     documents.c.event_at.is_(None),
                     values=values,
                 )
+            if moved.won:
+                # Back in a final state it may have been counted in before: see FINAL_STATE_LEFT.
+                increment_in(conn, FINAL_STATE_LEFT)
         return moved.won
 
     def refused_locally(self, doc_id: int, error: dict[str, Any]) -> None:

@@ -12,6 +12,7 @@ from sqlalchemy import and_, bindparam, func, or_, select
 
 from connector_core.ledger import states
 from connector_core.ledger.database import LedgerPart, as_utc, iso, utcnow
+from connector_core.ledger.journal import FINAL_STATE_LEFT, counter_in
 from connector_core.ledger.schema import document_bodies, documents, submissions
 from connector_core.ledger.states import SubmissionState
 
@@ -58,8 +59,9 @@ _SETTLED = timedelta(minutes=10)
 class Status(LedgerPart):
     def __init__(self, engine, sender) -> None:
         super().__init__(engine, sender)
-        # Per profile filter (None: all): (mark, final documents by state up to the mark).
-        self._final_known: dict[str | None, tuple[datetime, dict[str, int]]] = {}
+        # Per profile filter (None: all): (mark, final documents by state up to the mark, the
+        # FINAL_STATE_LEFT counter when they were counted).
+        self._final_known: dict[str | None, tuple[datetime, dict[str, int], int]] = {}
         self._counts_lock = threading.Lock()
 
     def counts_by_state(self, profile: str | None = None) -> dict[str, int]:
@@ -78,7 +80,7 @@ class Status(LedgerPart):
         Run after every cycle (the documents gauge, ``run --once``'s progress), so it does not
         count the whole table each time: open documents are counted (an index range, as long as
         the backlog), and final ones once, then only those final since (a final state is never
-        left, see :mod:`.states`)."""
+        left, but for the few moves after Valid, which make it count afresh)."""
         open_stmt = select(documents.c.state, func.count()).where(documents.c.state.in_(_OPEN))
         if profile is not None:
             open_stmt = open_stmt.where(documents.c.profile == profile)
@@ -98,6 +100,13 @@ class Status(LedgerPart):
             by_state = by_state.where(documents.c.profile == profile)
         with self._counts_lock:
             known = self._final_known.get(profile)
+            # A document that left a final state after Valid (a rejection request, a cancel)
+            # would stay counted in the state it had when it was added to the total: count
+            # again from scratch when any did, since the last count. That is rare (a buyer's
+            # rejection, a cancellation); the running total is kept for everything else.
+            left = counter_in(conn, FINAL_STATE_LEFT)
+            if known is not None and known[2] != left:
+                known = None
             if known is None:
                 # Once per process: every final document up to the mark (or without a time).
                 settled = _only_final(
@@ -109,7 +118,7 @@ class Status(LedgerPart):
                     )
                 )
             else:
-                since, settled = known
+                since, settled, _ = known
                 if mark > since:
                     # No condition on the state in SQL, here and below: final_at alone keeps
                     # the read on the index range; the states are sorted out in Python.
@@ -119,7 +128,7 @@ class Status(LedgerPart):
                     settled = {s: settled.get(s, 0) + newly.get(s, 0) for s in set(settled) | set(newly)}
                 else:
                     mark = since
-            self._final_known[profile] = (mark, settled)
+            self._final_known[profile] = (mark, settled, left)
         # Bounded above too, or SQLite reads a whole index to group without sorting. A row
         # stamped later than that (a clock far ahead) is counted once the mark passes it.
         horizon = utcnow() + _SETTLED

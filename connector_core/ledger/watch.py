@@ -22,6 +22,7 @@ from sqlalchemy.engine import Connection
 from connector_core.contract import DocumentState
 from connector_core.ledger import states
 from connector_core.ledger.database import LedgerPart, as_utc, utcnow
+from connector_core.ledger.journal import FINAL_STATE_LEFT, increment_in
 from connector_core.ledger.records import SubmissionRecord, WatchEvent
 from connector_core.ledger.schema import documents, submissions
 from connector_core.ledger.sends import load_submissions
@@ -158,7 +159,7 @@ class Watch(LedgerPart):
                 }
                 if state is D.CANCELLED:
                     values["watch_until"] = None  # nothing can happen to it any more
-                states.move(
+                moved = states.move(
                     conn,
                     states.doc(_MOVE[state]),
                     documents.c.uuid == bindparam("b_uuid"),
@@ -166,6 +167,8 @@ class Watch(LedgerPart):
                     values=values,
                     rows=[{"b_uuid": e.uuid, "b_reason": e.reason, "b_at": e.at or now} for e in found],
                 )
+                if moved.count:
+                    increment_in(conn, FINAL_STATE_LEFT, moved.count)
             conn.execute(
                 update(submissions)
                 .where(submissions.c.id == submission_id, submissions.c.state == SubmissionState.WATCHING.value)

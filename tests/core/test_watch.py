@@ -202,6 +202,34 @@ def test_a_cancellation_on_the_portal_reaches_the_erp_as_cancelled_and_ends_the_
             assert calls.count(uid) == made
 
 
+def test_the_documents_gauge_follows_documents_past_valid(tmp_path, ledger_url):  # noqa: F811
+    """The gauge's running total counts a final document once; a rejection request or a
+    cancellation moves it afterwards, and a long-running process must show the move (issue 12:
+    a final state is no longer for ever)."""
+    erp = OutcomeErp()
+    erp.add("k1")
+    erp.add("k2")
+    with lifecycle_simulator(window_seconds=6.0) as sim:
+        with connector(tmp_path, ledger_url, sim, erp, interval=0.5) as c:
+            validate(c, erp)
+            first, second = erp.last("k1"), erp.last("k2")
+            # Final long enough ago to be in the running total, not among the recent ones.
+            with c.ledger.engine.begin() as conn:
+                conn.execute(update(documents).values(final_at=utcnow() - timedelta(hours=1)))
+            gauge = c.ledger.status  # one instance, as in the daemon
+            assert gauge.version_counts_by_state() == {"valid": 2}
+            sim.simulator.portal_request_rejection(first.uuid, REASON)
+            wait_until_watch_due(c)
+            sweep(c)
+            assert gauge.version_counts_by_state() == {"valid": 1, "rejection_requested": 1}
+            sim.simulator.portal_cancel(second.uuid, "Duplicate of INV-k1")
+            wait_until_watch_due(c)
+            sweep(c)
+            assert gauge.version_counts_by_state() == {"rejection_requested": 1, "cancelled": 1}
+            # A fresh count agrees with the running one.
+            assert type(gauge)(c.ledger.engine, None).version_counts_by_state() == gauge.version_counts_by_state()
+
+
 def test_watch_calls_stay_within_the_window_over_the_interval_plus_two_then_stop(tmp_path, ledger_url):  # noqa: F811
     window, interval = 3.0, 0.5
     erp = OutcomeErp()
