@@ -6,6 +6,7 @@ overridden by whichever command-line options were given.
 
 from __future__ import annotations
 
+import signal
 import sys
 import tomllib
 from pathlib import Path
@@ -87,6 +88,10 @@ def banner(config: SimulatorConfig, base_url: str) -> str:
     return "\n".join(lines)
 
 
+def _exit_cleanly(signum, frame) -> None:
+    raise SystemExit(0)
+
+
 @click.command("simulator")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (keep it loopback).")
 @click.option("--port", default=8085, show_default=True, type=int, help="Port; 0 picks a free one.")
@@ -158,4 +163,16 @@ def simulator_command(host: str, port: int, config_path: Path | None, log_level:
             sys.stdout.flush()
 
     server.startup = startup  # type: ignore[method-assign]  # uvicorn has no hook for "bound"
-    server.run()
+    # uvicorn shuts down gracefully on SIGTERM/SIGINT, then raises the signal again with the
+    # handlers it found: these make that end an exit 0, not a death by signal or a traceback.
+    for stop_signal in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(stop_signal, _exit_cleanly)
+    try:
+        server.run()
+    except SystemExit as exc:
+        # uvicorn exits 3 when it cannot listen (the address is taken, or not this host's), which
+        # is the connector's "needs attention": say it as what it is, a usage error (2).
+        if exc.code in (0, None):
+            raise
+        click.echo(f"error: the simulator cannot listen on {host}:{port}; choose another --host/--port.", err=True)
+        sys.exit(2)
