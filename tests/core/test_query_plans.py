@@ -312,3 +312,31 @@ def test_a_cycle_costs_the_same_on_a_ledger_with_a_long_history(ledger, tmp_path
         read = postgres_rows_read(ledger)
         assert len(read) > 30
         assert {s: n for s, n in read if n >= HISTORY // 10} == {}
+
+
+def test_every_per_document_update_finds_its_row_by_primary_key(tmp_path):
+    """An UPDATE run once per document (an executemany) names its row by ``id``. By a uuid and
+    its owner alone, SQLite (no statistics) chose ix_documents_submission_id for the poll's
+    outcomes and read the submission's hundred rows for each one: an index read, so the test
+    above passes it, but a hundred times the work."""
+    led = Ledger(f"sqlite:///{tmp_path / 'ledger.sqlite'}")
+    many: list[tuple[str, object]] = []
+
+    def capture(_conn, _cursor, statement, parameters, _context, executemany):
+        if executemany and re.match(r"\s*UPDATE documents\b", statement):
+            many.append((statement, parameters[0]))
+
+    event.listen(led.engine, "before_cursor_execute", capture)
+    try:
+        one_cycle_of_everything(led)
+    finally:
+        event.remove(led.engine, "before_cursor_execute", capture)
+    assert len(many) >= 3  # the claim, the 202's uuids, the poll's outcomes
+    offenders = {}
+    with led.engine.connect() as conn:
+        for statement, parameters in many:
+            plan = [r[-1] for r in conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {statement}", parameters).all()]
+            if not any("INTEGER PRIMARY KEY" in step for step in plan):
+                offenders[" ".join(statement.split())[:200]] = plan
+    led.close()
+    assert offenders == {}
