@@ -21,6 +21,14 @@ from connector_core.observability.server import metrics_server_from_settings
 
 log = logging.getLogger("connector_core.monitoring")
 
+#: The documents gauge may take at most this share of the process's time. It is refreshed after
+#: every poll cycle (every second or so), and its count reads every document final in the last
+#: minutes (see Status._final_counts): refreshed each time, it cost 0.06 ms of CPU per document
+#: at 100,000 invoices. After a count that took t seconds, the next waits 1/share × t: a small
+#: ledger's gauge still follows every cycle, a large one's every few seconds (Prometheus
+#: scrapes every 15 s or more).
+DOCUMENT_COUNTS_SHARE = 0.01
+
 #: Cycle names as the scheduler runs them and /healthz reports them.
 FETCH_CYCLE = "fetch_submit"
 POLL_CYCLE = "poll"
@@ -43,6 +51,7 @@ class Monitoring:
         self.sentry_enabled = sentry.init_sentry(
             obs.sentry_dsn, environment=obs.sentry_environment, release=f"myinvois-connector@{__version__}"
         )
+        self._documents_count_due = 0.0  # monotonic time of the next documents count
         self.server = None
         if serve:
             try:
@@ -155,7 +164,11 @@ class Monitoring:
         """Gauges that come from the ledger, and submissions stuck in validation."""
         # Every version (one row each): the cheap count, run after every poll cycle; counting
         # by latest version costs a lookup per row on a ledger that only grows.
-        self.metrics.set_document_counts(ledger.status.version_counts_by_state())
+        started = time.monotonic()
+        if started >= self._documents_count_due:
+            self.metrics.set_document_counts(ledger.status.version_counts_by_state())
+            took = time.monotonic() - started
+            self._documents_count_due = started + took / DOCUMENT_COUNTS_SHARE
         self.metrics.set_open_submissions(ledger.status.submission_counts(open_only=True))
         oldest = ledger.status.oldest_pending_fetched_at()
         self.metrics.set_oldest_pending_age((datetime.now(UTC) - oldest).total_seconds() if oldest else None)

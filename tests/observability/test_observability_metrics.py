@@ -256,3 +256,40 @@ def test_settings_decide_whether_and_where_to_serve():
     # An address written in the configuration is the operator's explicit choice.
     remote = metrics_server_from_settings(ObservabilitySettings(metrics_host="0.0.0.0", metrics_port=9100), metrics, health)
     assert (remote.host, remote.port) == ("0.0.0.0", 9100)
+
+
+def test_the_documents_gauge_is_counted_again_only_after_a_pause_its_own_cost_sets(tmp_path):
+    """After each poll cycle the gauge may be refreshed, but the count reads the documents final
+    in the last minutes: a count is followed by a pause a hundred times its own length (so a
+    small ledger still follows every second, a large one every few seconds)."""
+    from datetime import UTC, datetime
+
+    from connector_core.ledger import Ledger, states
+    from connector_core.observability.wiring import Monitoring
+    from connector_core.settings import Settings
+
+    ledger = Ledger(f"sqlite:///{tmp_path / 'ledger.sqlite'}")
+    monitoring = Monitoring(Settings(environment="simulator", state_dir=tmp_path, observability={"metrics_port": 0}), serve=False)
+
+    def record(key: str) -> None:
+        now = datetime.now(UTC)
+        row = {"source": "erp", "source_key": key, "version": 1, "fingerprint": key, "profile": "main", "number": key,
+               "fetched_at": now, "updated_at": now, "attempts": 0, "refused_as_batch": False, "report_attempts": 0}  # fmt: skip
+        with ledger.engine.begin() as conn:
+            states.insert_state(conn, states.doc("record"), [row])
+
+    try:
+        record("k1")
+        monitoring.refresh(ledger)
+        assert value(monitoring.metrics, "myinvois_documents", state="pending") == 1
+        record("k2")
+        monitoring.refresh(ledger)  # at once: within the pause, the gauge keeps the last count
+        assert value(monitoring.metrics, "myinvois_documents", state="pending") == 1
+        deadline = time.monotonic() + 30
+        while value(monitoring.metrics, "myinvois_documents", state="pending") == 1 and time.monotonic() < deadline:
+            time.sleep(0.01)
+            monitoring.refresh(ledger)
+        assert value(monitoring.metrics, "myinvois_documents", state="pending") == 2
+    finally:
+        monitoring.close()
+        ledger.close()
