@@ -244,7 +244,9 @@ class _Progress:
         self.last = now
         counts = read_counts()
         total = sum(counts.values())
-        done = sum(counts.get(s, 0) for s in ("valid", "invalid", "rejected", "cancelled", "locally_invalid"))
+        from connector_core.contract import FINAL_STATES
+
+        done = sum(counts.get(s.value, 0) for s in FINAL_STATES)
         parts = ", ".join(f"{n} {s.replace('_', ' ')}" for s, n in sorted(counts.items()))
         line = f"[{now - self.started:5.0f}s] {done}/{total} final: {parts}"
         if self.tty:
