@@ -8,7 +8,7 @@ metrics, and the health verdict behind ``/healthz``.
 | ``sentry`` | ``init_sentry``, the event scrubber, tagging scopes and capture helpers |
 | ``metrics`` | ``ConnectorMetrics``: every metric, in its own registry |
 | ``health`` | ``HealthMonitor``: late cycles and failing logins make the connector unhealthy |
-| ``server`` | ``MetricsServer``: ``/metrics`` and ``/healthz`` over HTTP |
+| ``server`` | ``build_app`` (the Starlette app: ``/metrics``, ``/healthz``) and ``MetricsServer`` (uvicorn, in a thread) |
 | ``settings`` | ``ObservabilitySettings``: the ``[observability]`` configuration table |
 """
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import socket
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -144,7 +145,9 @@ def test_consecutive_login_failures_of_one_profile_make_it_unhealthy_until_a_suc
     health.login(False, profile="acme", error="invalid_client")
     ok, reasons, details = health.status()
     assert ok is False
-    assert reasons == ["login of profile 'acme' failed 3 times in a row (last error: invalid_client); check its client id and secret"]
+    assert reasons == [
+        "login of profile 'acme' failed 3 times in a row (last error: invalid_client); check its client id and secret"
+    ]
     assert details["logins"]["other"]["failing"] is False
     health.login(True, profile="acme")
     assert health.status()[0] is True
@@ -254,8 +257,76 @@ def test_settings_decide_whether_and_where_to_serve():
     local = metrics_server_from_settings(ObservabilitySettings(), metrics, health)
     assert (local.host, local.port) == ("127.0.0.1", 9464)
     # An address written in the configuration is the operator's explicit choice.
-    remote = metrics_server_from_settings(ObservabilitySettings(metrics_host="0.0.0.0", metrics_port=9100), metrics, health)
+    remote = metrics_server_from_settings(
+        ObservabilitySettings(metrics_host="0.0.0.0", metrics_port=9100), metrics, health
+    )
     assert (remote.host, remote.port) == ("0.0.0.0", 9100)
+
+
+def test_the_app_serves_both_routes_without_a_socket_and_nothing_is_cached():
+    """The app is built apart from its server: what later pages join, and what an in-process
+    test can call. /metrics is answered where scrapers look for it, not redirected to /metrics/."""
+    import asyncio
+
+    import httpx
+
+    from connector_core.observability.server import build_app
+
+    metrics, health = ConnectorMetrics(), HealthMonitor()
+    metrics.api_call("submit", 202, 0.1)
+
+    async def ask(*paths: str) -> list[httpx.Response]:
+        transport = httpx.ASGITransport(app=build_app(metrics, health))
+        async with httpx.AsyncClient(transport=transport, base_url="http://connector") as client:
+            return [await client.get(path) for path in paths]
+
+    scrape, health_answer, missing = asyncio.run(ask("/metrics", "/healthz", "/other"))
+    assert scrape.status_code == 200 and scrape.headers["cache-control"] == "no-store"
+    assert 'myinvois_api_calls_total{endpoint="submit",status="202"} 1.0' in scrape.text
+    assert scrape.headers["content-encoding"] == "gzip"  # asked for by the client, as Prometheus does
+    assert health_answer.status_code == 200 and health_answer.headers["cache-control"] == "no-store"
+    assert health_answer.json() == {"status": "ok", "reasons": [], "details": health.status()[2]}
+    assert missing.status_code == 404 and missing.text == "not found: try /metrics or /healthz\n"
+
+
+def test_a_taken_port_is_a_warning_and_the_connector_runs_without_the_server(tmp_path, caplog):
+    from connector_core.observability.wiring import Monitoring
+    from connector_core.settings import Settings
+
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        settings = Settings(environment="simulator", state_dir=tmp_path, observability={"metrics_port": port})
+        with caplog.at_level("WARNING", logger="connector_core.monitoring"):
+            monitoring = Monitoring(settings)
+        try:
+            assert monitoring.server is None
+            (warning,) = [r for r in caplog.records if r.name == "connector_core.monitoring"]
+            assert f"metrics server not started on 127.0.0.1:{port}" in warning.getMessage()
+            assert "metrics_port to a free port, or 0 to turn it off" in warning.getMessage()
+            assert not [t for t in threading.enumerate() if t.name == "metrics-server"]
+        finally:
+            monitoring.close()
+
+
+def test_closing_monitoring_stops_the_server_thread_and_frees_the_port(tmp_path):
+    """``run --once`` and the daemon's SIGTERM both end in Monitoring.close(): nothing of the
+    server may outlive it."""
+    from connector_core.observability.wiring import Monitoring
+    from connector_core.settings import Settings
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    monitoring = Monitoring(Settings(environment="simulator", state_dir=tmp_path, observability={"metrics_port": port}))
+    assert monitoring.server is not None and monitoring.server.port == port
+    assert get(f"http://127.0.0.1:{port}/healthz")[0] == 200
+    assert [t.name for t in threading.enumerate()].count("metrics-server") == 1
+    monitoring.close()
+    assert not [t for t in threading.enumerate() if t.name == "metrics-server"]
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
 
 
 def test_the_documents_gauge_is_counted_again_only_after_a_pause_its_own_cost_sets(tmp_path):
@@ -269,7 +340,9 @@ def test_the_documents_gauge_is_counted_again_only_after_a_pause_its_own_cost_se
     from connector_core.settings import Settings
 
     ledger = Ledger(f"sqlite:///{tmp_path / 'ledger.sqlite'}")
-    monitoring = Monitoring(Settings(environment="simulator", state_dir=tmp_path, observability={"metrics_port": 0}), serve=False)
+    monitoring = Monitoring(
+        Settings(environment="simulator", state_dir=tmp_path, observability={"metrics_port": 0}), serve=False
+    )
 
     def record(key: str) -> None:
         now = datetime.now(UTC)
