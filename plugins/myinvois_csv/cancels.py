@@ -23,6 +23,7 @@ from pathlib import Path
 
 from connector_core import hookimpl
 from connector_core.contract import CancelRequest, Source
+from myinvois_csv.archive import archive_file, free_archive_path
 from myinvois_csv.options import CsvSourceOptions
 
 log = logging.getLogger("myinvois_csv")
@@ -96,10 +97,8 @@ def _read(path: Path, options: CsvSourceOptions, problems: list[str]) -> Iterato
 
 
 def _archive_with_problems(options: CsvSourceOptions, path: Path, problems: list[str]) -> None:
-    from myinvois_csv.plugin import _archive, _free_archive_path
-
-    target = _free_archive_path(options, path, set())
-    _archive(options, path, target)
+    target = free_archive_path(options, path, set())
+    archive_file(options, path, target)
     if problems:
         note = target.with_name(target.name + ".errors.txt")
         note.write_text("\n".join(problems) + "\n", encoding="utf-8")

@@ -31,6 +31,7 @@ from connector_core.contract import DocumentOutcome, DocumentState, Source
 from connector_core.document.qr import qr_png
 from connector_core.model import Invoice, RejectedRecord
 from connector_core.settings import ConfigError
+from myinvois_csv.archive import archive_file, free_archive_path
 from myinvois_csv.cancels import fetch_cancel_requests, is_request_file  # noqa: F401 - the hook, in its own module
 from myinvois_csv.check import check_source  # noqa: F401 - a hook of this plugin, kept in its own module
 from myinvois_csv.options import CsvSourceOptions
@@ -113,7 +114,7 @@ def fetch_pending_invoices(source: Source, limit: int):
             log.info("%s has a header row and no invoices; archived", scan.shown)
             with _lock:
                 entry = files.pop(scan.path)
-            _archive(options, scan.path, entry.archive_to)
+            archive_file(options, scan.path, entry.archive_to)
     return _yield_invoices(options, [s for s in scans if not s.has_no_invoices], files, origins, limit)
 
 
@@ -253,7 +254,7 @@ def _scan_complete_files(source_name: str, options: CsvSourceOptions) -> list[_S
     for path in candidates:
         entry = files[path]
         if entry.archive_to is None:
-            entry.archive_to = _free_archive_path(options, path, reserved)
+            entry.archive_to = free_archive_path(options, path, reserved)
             reserved.add(entry.archive_to)
         # Shown as the clerk would type it: "config/../var" (a config-relative path) reads as "var".
         shown = os.path.normpath(entry.archive_to)
@@ -332,7 +333,7 @@ def on_invoices_recorded(source: Source, source_keys: list[str]):
         for _, entry in done:
             loose -= entry.keys
     for path, entry in done:
-        _archive(options, path, entry.archive_to)
+        archive_file(options, path, entry.archive_to)
 
 
 @hookimpl
@@ -443,33 +444,6 @@ def _warn_if_old(outbox: Path, columns: list[str]) -> None:
             outbox,
             ", ".join(missing),
         )
-
-
-def _free_archive_path(options: CsvSourceOptions, path: Path, reserved: set[Path]) -> Path:
-    target = options.archive / path.name
-    counter = 1
-    while target.exists() or target in reserved:
-        # The same file name dropped again later must not overwrite the earlier one.
-        target = options.archive / f"{path.stem}.{counter}{path.suffix}"
-        counter += 1
-    return target
-
-
-def _archive(options: CsvSourceOptions, path: Path, target: Path | None) -> None:
-    """Move ``path`` to ``target``, the archive path its error messages already name (every
-    scanned file has one; None only if a file was never scanned, then a free name is taken)."""
-    options.archive.mkdir(parents=True, exist_ok=True)
-    if target is None:
-        target = _free_archive_path(options, path, set())
-    elif target.exists():
-        # Taken since the file was read (another connector sharing the archive): keep both.
-        target = _free_archive_path(options, path, set())
-        log.warning("%s was meant for an archive name now taken; archived as %s instead", path.name, target)
-    try:
-        shutil.move(str(path), target)
-        log.info("archived %s to %s", path.name, target)
-    except FileNotFoundError:
-        pass  # already moved by an earlier call
 
 
 def _seed_once(options: CsvSourceOptions) -> None:
