@@ -37,7 +37,7 @@ from connector_core.ledger.schema import documents
 D = DocumentState
 #: States in which an invoice number belongs to its row: MyInvois has, or will have, a document
 #: with that number from it.
-_HOLDS_NUMBER = [
+_HOLDS_NUMBER = frozenset(
     s.value
     for s in (
         D.PENDING,
@@ -49,7 +49,7 @@ _HOLDS_NUMBER = [
         D.CANCELLING,
         D.CHANGED_AFTER_VALID,
     )
-]
+)
 #: Re-evaluations of one row when another writer keeps winning (each loss means real progress).
 _MAX_TRIES = 5
 
@@ -281,24 +281,27 @@ class Intake(LedgerPart):
 
     @staticmethod
     def _number_holders(conn, profile: str, numbers: set[str]) -> dict[tuple[str, str | None], tuple[str, str, str]]:
-        """Which row holds each (invoice number, document type) in ``profile``: (source, source key, state)."""
+        """Which row holds each (invoice number, document type) in ``profile``: (source, source key, state).
+
+        The state is checked here, not in the WHERE: given ``state IN (…)`` too, SQLite reads
+        through ``ix_documents_state_profile``, every row of the profile that holds a number,
+        on every page, a range that grows with the ledger. By number, it reads only the few
+        versions of the page's own numbers."""
         holders: dict[tuple[str, str | None], tuple[str, str, str]] = {}
         for chunk in chunks(sorted(numbers)):
             rows = conn.execute(
                 select(
+                    documents.c.id,
                     documents.c.number,
                     documents.c.document_type,
                     documents.c.source,
                     documents.c.source_key,
                     documents.c.state,
-                )
-                .where(
-                    documents.c.profile == profile, documents.c.number.in_(chunk), documents.c.state.in_(_HOLDS_NUMBER)
-                )
-                .order_by(documents.c.id)
+                ).where(documents.c.profile == profile, documents.c.number.in_(chunk))
             )
-            for r in rows:
-                holders.setdefault((r.number, r.document_type), (r.source, r.source_key, r.state))
+            for r in sorted(rows, key=lambda r: r.id):
+                if r.state in _HOLDS_NUMBER:
+                    holders.setdefault((r.number, r.document_type), (r.source, r.source_key, r.state))
         return holders
 
 

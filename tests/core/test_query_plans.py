@@ -249,7 +249,7 @@ def add_history(led: Ledger, count: int = HISTORY) -> None:
     led.bodies.prune(keep_days=30, now=datetime.now(UTC) + timedelta(days=31))
 
 
-def sqlite_work(led: Ledger) -> list[tuple[str, int]]:
+def sqlite_work(led: Ledger, run=one_cycle_of_everything) -> list[tuple[str, int]]:
     """(statement, thousands of SQLite VM steps it took, fetching included) for the cycle."""
     work: list[list] = []
 
@@ -264,7 +264,7 @@ def sqlite_work(led: Ledger) -> list[tuple[str, int]]:
 
     event.listen(led.engine, "before_cursor_execute", started)
     try:
-        one_cycle_of_everything(led)
+        run(led)
     finally:
         event.remove(led.engine, "before_cursor_execute", started)
     return [(s, n) for s, n in work if any(re.search(rf"\b{t}\b", s) for t in WATCHED)]
@@ -312,6 +312,31 @@ def test_a_cycle_costs_the_same_on_a_ledger_with_a_long_history(ledger, tmp_path
         read = postgres_rows_read(ledger)
         assert len(read) > 30
         assert {s: n for s, n in read if n >= HISTORY // 10} == {}
+
+
+def test_recording_a_full_page_costs_the_same_on_a_ledger_with_a_long_history(tmp_path):
+    """A page of more invoices than there are states that hold a number: asked for
+    ``state IN (…)`` beside the page's numbers, SQLite (no statistics) looked the holders up
+    through ix_documents_state_profile and read every valid document of the profile on every
+    page. The cycle above records pages of four or fewer and did not show it."""
+
+    def record_a_page(led: Ledger) -> None:
+        led.intake.record_fetched(source="s", profile="p", items=[item(f"N{i}") for i in range(50)])
+
+    fresh = Ledger(f"sqlite:///{tmp_path / 'fresh.sqlite'}")
+    long = Ledger(f"sqlite:///{tmp_path / 'long.sqlite'}")
+    try:
+        add_history(fresh, 100)
+        add_history(long)
+        baseline, measured = sqlite_work(fresh, record_a_page), sqlite_work(long, record_a_page)
+    finally:
+        fresh.close()
+        long.close()
+    assert [s for s, _ in measured] == [s for s, _ in baseline] and len(measured) >= 2
+    grown = {
+        s: (before, after) for (s, before), (_, after) in zip(baseline, measured, strict=True) if after > before + 1
+    }
+    assert grown == {}
 
 
 def test_every_per_document_update_finds_its_row_by_primary_key(tmp_path):
